@@ -1,0 +1,86 @@
+"""Application factory: one public app (HTTP) and its internal hook API (unix socket)."""
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from .catalog.db import Catalog
+from .keys import ACCOUNTS, CATALOG, GIT, MODELS, PUSHES, SETTINGS
+from .services import repos
+from .services.accounts import Accounts
+from .services.git_rpc import GitRunner
+from .services.models import Models
+from .services.pushes import PushSessions
+from .settings import Settings
+from .web import api, git_http
+from .web.internal import create_internal_app
+from .web.middlewares import AccessLogger, authenticate, request_context
+
+log = structlog.get_logger("modelrepo.app")
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the public application. Opening the catalog runs pending migrations (synchronously,
+    before any request can be served)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog.open(settings.catalog_path)
+    accounts = Accounts(catalog)
+    app = web.Application(middlewares=[request_context, authenticate],
+                          client_max_size=settings.limits.max_json_body)
+    app[SETTINGS] = settings
+    app[CATALOG] = catalog
+    app[ACCOUNTS] = accounts
+    app[MODELS] = Models(catalog, accounts, repos.RepoStore(settings.repos_dir), settings.git.default_branch)
+    app[GIT] = GitRunner(settings.git.binary)
+    app[PUSHES] = PushSessions()
+
+    api.add_routes(app)
+    # {name} may carry the ".git" suffix or not; the handlers strip it.
+    app.router.add_get("/{ns}/{name}/info/refs", git_http.info_refs)
+    app.router.add_post("/{ns}/{name}/git-upload-pack", git_http.upload_pack)
+    app.router.add_post("/{ns}/{name}/git-receive-pack", git_http.receive_pack)
+
+    app.cleanup_ctx.append(_reinstall_hooks)
+    app.cleanup_ctx.append(_internal_socket)
+    app.on_cleanup.append(_close_catalog)
+    return app
+
+
+async def _close_catalog(app: web.Application) -> None:
+    await app[CATALOG].close()
+
+
+async def _reinstall_hooks(app: web.Application) -> AsyncIterator[None]:
+    """Hooks change with the package: bring every repository's copy up to date on start-up."""
+    store = app[MODELS].store
+    paths = await asyncio.to_thread(store.all_repositories)
+    for path in paths:
+        await asyncio.to_thread(repos.configure, path)
+    if paths:
+        log.info("hooks_checked", repositories=len(paths))
+    yield
+
+
+async def _internal_socket(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.run_dir, 0o700)
+    path = settings.run_dir / "hooks.sock"
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    runner = web.AppRunner(create_internal_app(app), access_log=None)
+    await runner.setup()
+    site = web.UnixSite(runner, str(path))
+    await site.start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    return web.AppRunner(app, access_log_class=AccessLogger,
+                         shutdown_timeout=app[SETTINGS].server.shutdown_timeout)

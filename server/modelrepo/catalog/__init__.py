@@ -1,0 +1,1 @@
+"""The catalog: tenants, users, tokens, models. SQLAlchemy Core over SQLite by default."""

@@ -1,0 +1,66 @@
+"""Typed domain errors. Services raise these; one middleware maps them to HTTP.
+
+Keeping aiohttp out of this module means the service layer and the CLI share the same errors, and
+a handler can never forget to stop after writing an error status (Gitea's missing-return bug).
+"""
+
+
+class ModelrepoError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(ModelrepoError):
+    status = 400
+    code = "invalid_input"
+
+
+class Unauthenticated(ModelrepoError):
+    """No (valid) credentials where some are needed: 401 with a challenge."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(ModelrepoError):
+    """Authenticated, allowed to see the thing, not allowed to do this to it."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ModelrepoError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ModelrepoError):
+    status = 409
+    code = "conflict"
+
+
+class TooLarge(ModelrepoError):
+    status = 413
+    code = "too_large"
+
+
+class UnsupportedMediaType(ModelrepoError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class Unprocessable(ModelrepoError):
+    status = 422
+    code = "unprocessable"
+
+
+def model_not_found() -> NotFound:
+    """The one message for 'does not exist' and 'exists but you may not read it': they must be
+    byte-identical so that a private model cannot be told apart from a missing one."""
+    return NotFound("model not found", code="model_not_found")

@@ -1,0 +1,17 @@
+"""Every piece of application state, declared once as a typed ``web.AppKey``."""
+
+from aiohttp import web
+
+from .catalog.db import Catalog
+from .services.accounts import Accounts
+from .services.git_rpc import GitRunner
+from .services.models import Models
+from .services.pushes import PushSessions
+from .settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+CATALOG = web.AppKey("catalog", Catalog)
+ACCOUNTS = web.AppKey("accounts", Accounts)
+MODELS = web.AppKey("models", Models)
+GIT = web.AppKey("git", GitRunner)
+PUSHES = web.AppKey("pushes", PushSessions)

@@ -1,0 +1,47 @@
+"""Validated names: the only strings that may ever become part of a filesystem path.
+
+Namespaces and models share one rule. Refusing ``..``, a trailing ``.git`` and anything outside the
+character class means a name can never climb out of the data directory, and comparing names
+case-insensitively keeps ``Acme/BERT`` and ``acme/bert`` from being two repositories on a
+case-insensitive filesystem or in a user's head.
+"""
+
+import re
+
+from .errors import InvalidInput
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_RESERVED = {"api", "healthz", "readyz", "metrics", "info", "objects", "static"}
+# Git ref component rules (git check-ref-format), enough to refuse anything git would.
+_REF_BAD = re.compile(r"(^[./-])|(\.\.)|([\x00-\x20~^:?*\[\\\x7f])|(@\{)|(\.lock$)|(/$)|(\.$)|(//)|(/\.)")
+
+
+def check_name(value: object, what: str) -> str:
+    """Return ``value`` if it is a valid namespace/model/user name, else raise InvalidInput."""
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise InvalidInput(
+            f"invalid {what} name {value!r}: use 1-96 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if ".." in value:
+        raise InvalidInput(f"invalid {what} name {value!r}: '..' is not allowed")
+    if value.lower().endswith(".git"):
+        raise InvalidInput(f"invalid {what} name {value!r}: must not end with '.git'")
+    if what == "namespace" and value.lower() in _RESERVED:
+        raise InvalidInput(f"invalid namespace name {value!r}: reserved")
+    return value
+
+
+def is_valid_name(value: str) -> bool:
+    try:
+        check_name(value, "model")
+    except InvalidInput:
+        return False
+    return True
+
+
+def check_ref_name(value: object, what: str = "branch") -> str:
+    """A branch or tag short name (without refs/heads/ or refs/tags/)."""
+    if not isinstance(value, str) or not value or len(value) > 255 or _REF_BAD.search(value):
+        raise InvalidInput(f"invalid {what} name {value!r}")
+    return value

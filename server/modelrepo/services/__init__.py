@@ -1,0 +1,1 @@
+"""Use cases. No aiohttp here: services take typed values, raise ``modelrepo.errors``."""

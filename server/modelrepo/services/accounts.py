@@ -1,0 +1,239 @@
+"""Users, tokens, namespaces and memberships.
+
+Tokens are 256 random bits shown once. The catalog keeps only their SHA-256: with that much entropy
+a slow hash buys nothing, and a fast one lets every request authenticate in one indexed lookup.
+"""
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from ..catalog.db import Catalog
+from ..catalog.schema import memberships, namespaces, tokens, users
+from ..errors import Conflict, Forbidden, InvalidInput, NotFound
+from ..names import check_name
+from .access import ROLES, SCOPES, Identity, check_namespace_admin, require_authenticated, require_site_admin
+
+TOKEN_PREFIX = "mr_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    is_admin: bool
+    created_at: float
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "admin": self.is_admin, "created_at": self.created_at}
+
+
+@dataclass(frozen=True)
+class Namespace:
+    id: int
+    name: str
+    description: str
+    created_at: float
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "description": self.description, "created_at": self.created_at}
+
+
+def _user(row: sa.Row) -> User:
+    return User(id=row.id, name=row.name, is_admin=bool(row.is_admin), created_at=row.created_at)
+
+
+def _namespace(row: sa.Row) -> Namespace:
+    return Namespace(id=row.id, name=row.name, description=row.description, created_at=row.created_at)
+
+
+class Accounts:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    # -- users -------------------------------------------------------------------------------
+    async def count_users(self) -> int:
+        async with self.catalog.read() as conn:
+            return (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one()
+
+    async def create_user(self, name: str, *, admin: bool = False) -> User:
+        check_name(name, "user")
+        now = time.time()
+        try:
+            async with self.catalog.tx() as conn:
+                res = await conn.execute(users.insert().values(
+                    name=name, name_key=name.lower(), is_admin=admin, created_at=now))
+                return User(id=res.inserted_primary_key[0], name=name, is_admin=admin, created_at=now)
+        except IntegrityError:
+            raise Conflict(f"user {name!r} already exists", code="user_exists") from None
+
+    async def get_user(self, name: str) -> User:
+        async with self.catalog.read() as conn:
+            row = (await conn.execute(sa.select(users).where(users.c.name_key == name.lower()))).first()
+        if row is None:
+            raise NotFound(f"user {name!r} not found", code="user_not_found")
+        return _user(row)
+
+    async def create_user_as(self, identity: Identity, name: str, admin: bool) -> User:
+        require_site_admin(identity)
+        return await self.create_user(name, admin=admin)
+
+    # -- tokens ------------------------------------------------------------------------------
+    async def create_token(self, user_name: str, *, scope: str = "write", name: str = "") -> tuple[str, dict]:
+        """Returns (token, description). The token is never retrievable again."""
+        if scope not in SCOPES:
+            raise InvalidInput(f"invalid scope {scope!r}: expected one of {', '.join(SCOPES)}")
+        if len(name) > 200:
+            raise InvalidInput("token name longer than 200 characters")
+        user = await self.get_user(user_name)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = time.time()
+        async with self.catalog.tx() as conn:
+            res = await conn.execute(tokens.insert().values(
+                user_id=user.id, name=name, token_hash=hash_token(token), scope=scope, created_at=now))
+        return token, {"id": res.inserted_primary_key[0], "name": name, "scopes": list(SCOPES[: SCOPES.index(scope) + 1]),
+                       "user": user.name, "created_at": now}
+
+    async def create_token_as(self, identity: Identity, user_name: str, *, scope: str, name: str) -> tuple[str, dict]:
+        require_authenticated(identity)
+        is_self = identity.name is not None and identity.name.lower() == user_name.lower()
+        if not (identity.site_admin or is_self):
+            # Another user's tokens: as invisible as the user himself would be to a non-admin.
+            raise NotFound(f"user {user_name!r} not found", code="user_not_found")
+        if not identity.allows(scope):
+            raise Forbidden(f"a {identity.scope}-scoped token cannot create a {scope}-scoped token")
+        return await self.create_token(user_name, scope=scope, name=name)
+
+    async def list_tokens(self, identity: Identity, user_name: str) -> list[dict]:
+        require_authenticated(identity)
+        if not (identity.site_admin or (identity.name or "").lower() == user_name.lower()):
+            raise NotFound(f"user {user_name!r} not found", code="user_not_found")
+        user = await self.get_user(user_name)
+        async with self.catalog.read() as conn:
+            rows = (await conn.execute(sa.select(tokens).where(tokens.c.user_id == user.id).order_by(tokens.c.id))).all()
+        return [{"id": r.id, "name": r.name, "scopes": list(SCOPES[: SCOPES.index(r.scope) + 1]),
+                 "created_at": r.created_at, "last_used_at": r.last_used_at} for r in rows]
+
+    async def revoke_token(self, identity: Identity, user_name: str, token_id: int) -> None:
+        require_authenticated(identity)
+        if not (identity.site_admin or (identity.name or "").lower() == user_name.lower()):
+            raise NotFound(f"user {user_name!r} not found", code="user_not_found")
+        user = await self.get_user(user_name)
+        async with self.catalog.tx() as conn:
+            res = await conn.execute(tokens.delete().where(tokens.c.id == token_id, tokens.c.user_id == user.id))
+        if res.rowcount == 0:
+            raise NotFound("token not found", code="token_not_found")
+
+    async def authenticate(self, token: str, user_name: str | None = None) -> Identity | None:
+        """Identity for a presented token, or None. With Basic auth the user name must match."""
+        digest = hash_token(token)
+        async with self.catalog.read() as conn:
+            row = (await conn.execute(
+                sa.select(tokens.c.id, tokens.c.token_hash, tokens.c.scope, users.c.id.label("uid"),
+                          users.c.name, users.c.is_admin)
+                .join(users, users.c.id == tokens.c.user_id)
+                .where(tokens.c.token_hash == digest))).first()
+        # The lookup is by digest; the compare below keeps the final decision constant-time.
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
+            return None
+        if user_name is not None and user_name.lower() != row.name.lower():
+            return None
+        return Identity(user_id=row.uid, name=row.name, is_admin=bool(row.is_admin), scope=row.scope,
+                        token_id=row.id)
+
+    # -- namespaces --------------------------------------------------------------------------
+    async def create_namespace(self, name: str, description: str = "") -> Namespace:
+        check_name(name, "namespace")
+        now = time.time()
+        try:
+            async with self.catalog.tx() as conn:
+                res = await conn.execute(namespaces.insert().values(
+                    name=name, name_key=name.lower(), description=description, created_at=now))
+        except IntegrityError:
+            raise Conflict(f"namespace {name!r} already exists", code="namespace_exists") from None
+        return Namespace(id=res.inserted_primary_key[0], name=name, description=description, created_at=now)
+
+    async def create_namespace_as(self, identity: Identity, name: str, description: str) -> Namespace:
+        require_site_admin(identity)
+        return await self.create_namespace(name, description)
+
+    async def get_namespace(self, name: str) -> Namespace:
+        async with self.catalog.read() as conn:
+            row = (await conn.execute(sa.select(namespaces).where(namespaces.c.name_key == name.lower()))).first()
+        if row is None:
+            raise NotFound(f"namespace {name!r} not found", code="namespace_not_found")
+        return _namespace(row)
+
+    async def role_in(self, namespace_id: int, identity: Identity) -> str | None:
+        if identity.anonymous:
+            return None
+        async with self.catalog.read() as conn:
+            return (await conn.execute(sa.select(memberships.c.role).where(
+                memberships.c.namespace_id == namespace_id, memberships.c.user_id == identity.user_id))).scalar()
+
+    async def visible_namespace(self, identity: Identity, name: str) -> tuple[Namespace, str | None]:
+        """A namespace the caller belongs to (or any, for a site admin); others look missing."""
+        require_authenticated(identity)
+        try:
+            ns = await self.get_namespace(name)
+        except NotFound:
+            raise NotFound(f"namespace {name!r} not found", code="namespace_not_found") from None
+        role = await self.role_in(ns.id, identity)
+        if role is None and not identity.is_admin:
+            raise NotFound(f"namespace {name!r} not found", code="namespace_not_found")
+        return ns, role
+
+    async def list_namespaces(self, identity: Identity) -> list[dict]:
+        require_authenticated(identity)
+        query = sa.select(namespaces, memberships.c.role).select_from(
+            namespaces.outerjoin(memberships, sa.and_(memberships.c.namespace_id == namespaces.c.id,
+                                                      memberships.c.user_id == identity.user_id)))
+        if not identity.is_admin:
+            query = query.where(memberships.c.role.is_not(None))
+        async with self.catalog.read() as conn:
+            rows = (await conn.execute(query.order_by(namespaces.c.name_key))).all()
+        return [{**_namespace(r).to_json(), "role": r.role} for r in rows]
+
+    async def set_member(self, ns_name: str, user_name: str, role: str) -> dict:
+        if role not in ROLES:
+            raise InvalidInput(f"invalid role {role!r}: expected one of {', '.join(ROLES)}")
+        ns = await self.get_namespace(ns_name)
+        user = await self.get_user(user_name)
+        async with self.catalog.tx() as conn:
+            stmt = sa.dialects.sqlite.insert(memberships).values(namespace_id=ns.id, user_id=user.id, role=role)
+            await conn.execute(stmt.on_conflict_do_update(index_elements=["namespace_id", "user_id"],
+                                                          set_={"role": role}))
+        return {"namespace": ns.name, "user": user.name, "role": role}
+
+    async def set_member_as(self, identity: Identity, ns_name: str, user_name: str, role: str) -> dict:
+        ns, my_role = await self.visible_namespace(identity, ns_name)
+        check_namespace_admin(identity, my_role)
+        return await self.set_member(ns.name, user_name, role)
+
+    async def remove_member_as(self, identity: Identity, ns_name: str, user_name: str) -> None:
+        ns, my_role = await self.visible_namespace(identity, ns_name)
+        check_namespace_admin(identity, my_role)
+        user = await self.get_user(user_name)
+        async with self.catalog.tx() as conn:
+            res = await conn.execute(memberships.delete().where(
+                memberships.c.namespace_id == ns.id, memberships.c.user_id == user.id))
+        if res.rowcount == 0:
+            raise NotFound(f"{user.name} is not a member of {ns.name}", code="member_not_found")
+
+    async def list_members(self, identity: Identity, ns_name: str) -> list[dict]:
+        ns, _ = await self.visible_namespace(identity, ns_name)
+        async with self.catalog.read() as conn:
+            rows = (await conn.execute(sa.select(users.c.name, memberships.c.role)
+                                       .join(users, users.c.id == memberships.c.user_id)
+                                       .where(memberships.c.namespace_id == ns.id)
+                                       .order_by(users.c.name_key))).all()
+        return [{"user": r.name, "role": r.role} for r in rows]

@@ -1,0 +1,222 @@
+"""Models: catalog rows plus their bare repositories, kept in step.
+
+Creation writes the repository first and the row second, inside one transaction, so a failure at
+either step leaves neither. Deletion removes the row and the directory together the same way.
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import pygit2
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from ..catalog.db import Catalog
+from ..catalog.schema import memberships, models, namespaces
+from ..errors import Conflict, InvalidInput, model_not_found
+from ..names import check_name, check_ref_name
+from . import repos
+from .access import (
+    VISIBILITIES,
+    Identity,
+    check_model_role,
+    check_namespace_admin,
+    check_read,
+)
+from .accounts import Accounts
+
+
+@dataclass(frozen=True)
+class Model:
+    id: int
+    namespace: str
+    name: str
+    description: str
+    visibility: str
+    default_branch: str
+    created_at: float
+    updated_at: float
+    role: str | None = None  # the caller's role in the namespace, if any
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def to_json(self, base_url: str) -> dict:
+        return {
+            "id": self.full_name, "namespace": self.namespace, "name": self.name,
+            "description": self.description, "visibility": self.visibility,
+            "default_branch": self.default_branch, "created_at": self.created_at,
+            "updated_at": self.updated_at, "clone_url": f"{base_url}/{self.full_name}.git",
+        }
+
+
+_SELECT = sa.select(models, namespaces.c.name.label("ns_name")).join(namespaces, namespaces.c.id == models.c.namespace_id)
+
+
+def _model(row: sa.Row, role: str | None = None) -> Model:
+    return Model(id=row.id, namespace=row.ns_name, name=row.name, description=row.description,
+                 visibility=row.visibility, default_branch=row.default_branch, created_at=row.created_at,
+                 updated_at=row.updated_at, role=role)
+
+
+def _check_visibility(value: str) -> str:
+    if value not in VISIBILITIES:
+        raise InvalidInput(f"invalid visibility {value!r}: expected one of {', '.join(VISIBILITIES)}")
+    return value
+
+
+class Models:
+    def __init__(self, catalog: Catalog, accounts: Accounts, store: repos.RepoStore, default_branch: str) -> None:
+        self.catalog = catalog
+        self.accounts = accounts
+        self.store = store
+        self.default_branch = default_branch
+
+    # -- lookups with access -------------------------------------------------------------------
+    async def _find(self, namespace: str, name: str, identity: Identity) -> Model | None:
+        # Invalid names cannot exist: treat them exactly like missing models (no oracle).
+        try:
+            check_name(namespace, "namespace")
+            check_name(name, "model")
+        except InvalidInput:
+            return None
+        async with self.catalog.read() as conn:
+            row = (await conn.execute(_SELECT.where(namespaces.c.name_key == namespace.lower(),
+                                                    models.c.name_key == name.lower()))).first()
+            if row is None:
+                return None
+            role = None
+            if not identity.anonymous:
+                role = (await conn.execute(sa.select(memberships.c.role).where(
+                    memberships.c.namespace_id == row.namespace_id,
+                    memberships.c.user_id == identity.user_id))).scalar()
+        return _model(row, role)
+
+    async def for_read(self, identity: Identity, namespace: str, name: str) -> Model:
+        model = await self._find(namespace, name, identity)
+        check_read(identity, model.visibility if model else None, model.role if model else None)
+        assert model is not None
+        return model
+
+    async def for_write(self, identity: Identity, namespace: str, name: str) -> Model:
+        model = await self.for_read(identity, namespace, name)
+        check_model_role(identity, model.role, "writer", "write")
+        return model
+
+    async def for_admin(self, identity: Identity, namespace: str, name: str) -> Model:
+        model = await self.for_read(identity, namespace, name)
+        check_namespace_admin(identity, model.role)
+        return model
+
+    # -- use cases -------------------------------------------------------------------------------
+    async def create(self, identity: Identity, namespace: str, name: str, *, description: str = "",
+                     visibility: str = "private", default_branch: str | None = None,
+                     check_access: bool = True) -> Model:
+        check_name(name, "model")
+        _check_visibility(visibility)
+        branch = check_ref_name(default_branch or self.default_branch, "branch")
+        if check_access:
+            ns, role = await self.accounts.visible_namespace(identity, namespace)
+            check_model_role(identity, role, "writer", "write")
+        else:
+            ns = await self.accounts.get_namespace(namespace)
+        now = time.time()
+        try:
+            async with self.catalog.tx() as conn:
+                res = await conn.execute(models.insert().values(
+                    namespace_id=ns.id, name=name, name_key=name.lower(), description=description,
+                    visibility=visibility, default_branch=branch, created_at=now, updated_at=now))
+                # Inside the transaction: if the repository cannot be made, the row is rolled back.
+                await asyncio.to_thread(self.store.create, ns.name, name, branch)
+        except IntegrityError:
+            raise Conflict(f"model {ns.name}/{name} already exists", code="model_exists") from None
+        return Model(id=res.inserted_primary_key[0], namespace=ns.name, name=name, description=description,
+                     visibility=visibility, default_branch=branch, created_at=now, updated_at=now)
+
+    async def list(self, identity: Identity, *, namespace: str | None = None, search: str | None = None,
+                   limit: int = 100, offset: int = 0) -> list[Model]:
+        role = memberships.c.role
+        query = (sa.select(models, namespaces.c.name.label("ns_name"), role)
+                 .join(namespaces, namespaces.c.id == models.c.namespace_id)
+                 .outerjoin(memberships, sa.and_(memberships.c.namespace_id == models.c.namespace_id,
+                                                 memberships.c.user_id == (identity.user_id or -1))))
+        # Filter in SQL with the same rule as access.can_read.
+        if identity.anonymous:
+            query = query.where(models.c.visibility == "public")
+        elif not identity.is_admin:
+            query = query.where(sa.or_(models.c.visibility.in_(("public", "shared")), role.is_not(None)))
+        if namespace:
+            query = query.where(namespaces.c.name_key == namespace.lower())
+        if search:
+            like = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(sa.or_(sa.func.lower(models.c.name).like(like, escape="\\"),
+                                       sa.func.lower(models.c.description).like(like, escape="\\"),
+                                       (namespaces.c.name_key + "/" + models.c.name_key).like(like, escape="\\")))
+        query = query.order_by(namespaces.c.name_key, models.c.name_key).limit(limit).offset(offset)
+        async with self.catalog.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_model(r, r.role) for r in rows]
+
+    async def update(self, identity: Identity, namespace: str, name: str, *, description: str | None = None,
+                     visibility: str | None = None, default_branch: str | None = None) -> Model:
+        model = await self.for_read(identity, namespace, name)
+        if visibility is not None and visibility != model.visibility or default_branch is not None:
+            check_namespace_admin(identity, model.role)
+        else:
+            check_model_role(identity, model.role, "writer", "write")
+        values: dict = {"updated_at": time.time()}
+        if description is not None:
+            values["description"] = description
+        if visibility is not None:
+            values["visibility"] = _check_visibility(visibility)
+        async with self.catalog.tx() as conn:
+            if default_branch is not None:
+                values["default_branch"] = check_ref_name(default_branch, "branch")
+                path = self.store.path(model.namespace, model.name)
+                await asyncio.to_thread(repos.set_default_branch, path, default_branch)
+            await conn.execute(models.update().where(models.c.id == model.id).values(**values))
+        return await self.for_read(identity, namespace, name)
+
+    async def delete(self, identity: Identity, namespace: str, name: str) -> None:
+        model = await self.for_admin(identity, namespace, name)
+        async with self.catalog.tx() as conn:
+            await conn.execute(models.delete().where(models.c.id == model.id))
+            await asyncio.to_thread(self.store.delete, model.namespace, model.name)
+
+    # -- refs ------------------------------------------------------------------------------------
+    def path(self, model: Model):
+        return self.store.path(model.namespace, model.name)
+
+    async def refs(self, identity: Identity, namespace: str, name: str) -> dict:
+        model = await self.for_read(identity, namespace, name)
+        return await asyncio.to_thread(repos.list_refs, self.path(model))
+
+    async def create_tag(self, identity: Identity, namespace: str, name: str, tag: str, revision: str,
+                         message: str) -> dict:
+        model = await self.for_write(identity, namespace, name)
+        tagger = pygit2.Signature(identity.name or "modelrepo", f"{identity.name}@modelrepo.invalid")
+        return await asyncio.to_thread(repos.create_tag, self.path(model), tag, revision, message, tagger)
+
+    async def delete_tag(self, identity: Identity, namespace: str, name: str, tag: str) -> None:
+        model = await self.for_write(identity, namespace, name)
+        check_ref_name(tag, "tag")
+        await asyncio.to_thread(repos.delete_ref, self.path(model), f"refs/tags/{tag}", "tag")
+
+    async def create_branch(self, identity: Identity, namespace: str, name: str, branch: str, revision: str) -> dict:
+        model = await self.for_write(identity, namespace, name)
+        return await asyncio.to_thread(repos.create_branch, self.path(model), branch, revision)
+
+    async def delete_branch(self, identity: Identity, namespace: str, name: str, branch: str) -> None:
+        model = await self.for_write(identity, namespace, name)
+        check_ref_name(branch, "branch")
+        if branch == model.default_branch:
+            raise Conflict(f"cannot delete the default branch {branch!r}; change default_branch first",
+                           code="default_branch")
+        await asyncio.to_thread(repos.delete_ref, self.path(model), f"refs/heads/{branch}", "branch")
+
+    async def touch(self, model_id: int) -> None:
+        """Record that the repository changed (a push landed)."""
+        async with self.catalog.tx() as conn:
+            await conn.execute(models.update().where(models.c.id == model_id).values(updated_at=time.time()))

@@ -1,0 +1,294 @@
+"""Typed configuration: defaults < YAML file < MODELREPO_* environment < command-line flags.
+
+Every section is a frozen dataclass so the rest of the code can trust the types it is handed.
+cattrs does the structuring with ``forbid_extra_keys`` so a typo in the YAML stops start-up with
+the key path named, instead of being silently ignored.
+"""
+
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NewType, get_args
+
+import cattrs
+import yaml
+
+ENV_PREFIX = "MODELREPO_"
+# Variables with our prefix that are not config keys: the config path itself, and the variables the
+# daemon puts in the environment of the git processes (and so of the hooks) it spawns.
+ENV_RESERVED = {"MODELREPO_CONFIG"}
+ENV_RESERVED_PREFIXES = ("MODELREPO_HOOK_",)
+
+ByteSize = NewType("ByteSize", int)
+Duration = NewType("Duration", float)
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024,
+               "m": 1000**2, "mb": 1000**2, "mib": 1024**2, "mi": 1024**2,
+               "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3,
+               "t": 1000**4, "tb": 1000**4, "tib": 1024**4, "ti": 1024**4}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """A configuration value is unknown or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    listen: str = "127.0.0.1:8080"
+    # Base URL clients use to reach us (clone URLs, LFS hrefs). Default: http://<listen>.
+    public_url: str | None = None
+    # Seconds SIGTERM waits for in-flight requests before closing them.
+    shutdown_timeout: Duration = Duration(30.0)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # auto: console renderer when stderr is a TTY, JSON lines otherwise.
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    realm: str = "modelrepo"
+    # Anonymous users may read public models; set false to require a token for everything.
+    allow_anonymous_read: bool = True
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    # Largest JSON body the REST API reads.
+    max_json_body: ByteSize = ByteSize(1024 * 1024)
+    # Largest (decompressed) git-upload-pack negotiation body; a push body is not bounded here.
+    max_upload_pack_request: ByteSize = ByteSize(64 * 1024 * 1024)
+    # How long a git RPC may take end to end before the subprocess is killed.
+    git_rpc_timeout: Duration = Duration(3600.0)
+
+
+@dataclass(frozen=True)
+class GitSettings:
+    binary: str = "git"
+    default_branch: str = "main"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./data")
+    server: ServerSettings = field(default_factory=ServerSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    git: GitSettings = field(default_factory=GitSettings)
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "catalog.db"
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.data_dir / "repos"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.data_dir / "admin.token"
+
+
+def parse_size(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 1048576 or '10 MiB'")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+    raise ValueError(f"expected a size such as 1048576 or '10 MiB', got {value!r}")
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30 or '30s'")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise ValueError(f"expected a duration such as 30, '500ms', '30s', '24h', got {value!r}")
+
+
+def _strict(kind: type) -> Any:
+    def hook(value: Any, _t: Any) -> Any:
+        # bool is an int subclass: refuse it where an int is expected, and refuse "1" for bool.
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            raise ValueError(f"expected {kind.__name__}, got {value!r}")
+        return value
+
+    return hook
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(str, _strict(str))
+    conv.register_structure_hook(bool, _strict(bool))
+    conv.register_structure_hook(int, _strict(int))
+    conv.register_structure_hook(float, lambda v, _t: float(_strict(int)(v, _t)) if isinstance(v, int)
+                                 else _strict(float)(v, _t))
+    conv.register_structure_hook(Path, lambda v, _t: Path(_strict(str)(v, _t)))
+    conv.register_structure_hook(ByteSize, lambda v, _t: ByteSize(parse_size(v)))
+    conv.register_structure_hook(Duration, lambda v, _t: Duration(parse_duration(v)))
+    return conv
+
+
+_CONVERTER = _make_converter()
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _section_fields(cls: type) -> dict[str, Any]:
+    return {f.name: f.type for f in dataclasses.fields(cls)}
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """MODELREPO_SECTION__KEY=value (double underscore between levels; single-level keys such as
+    MODELREPO_DATA_DIR need none). Values are parsed as YAML scalars so ints and bools work."""
+    tree: dict[str, Any] = {}
+    top = {f.name: f for f in dataclasses.fields(Settings)}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
+            continue
+        if name.startswith(ENV_RESERVED_PREFIXES):
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        path = key.split("__")
+        if path[0] not in top:
+            raise ConfigError(f"environment variable {name}: unknown config key {'.'.join(path)!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        # A path-like or free-text value must stay a string even if it looks like a number.
+        if isinstance(value, (int, float)) and path[-1] in {"listen", "public_url", "realm", "binary",
+                                                            "data_dir", "default_branch"}:
+            value = raw
+        _set_path(tree, path, value)
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _format_cattrs_error(exc: BaseException) -> str:
+    messages = cattrs.transform_error(exc, path="")
+    cleaned = []
+    for msg in messages:
+        # "invalid value for type, expected int @ $.server.port" -> "server.port: ..."
+        text, _, where = msg.rpartition(" @ ")
+        where = where.lstrip("$").lstrip(".") or "(top level)"
+        cleaned.append(f"{where}: {text}")
+    return "; ".join(cleaned)
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the effective settings. ``overrides`` are dotted keys from command-line flags."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            text = Path(config_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{config_file}: invalid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{config_file}: the top level must be a mapping of sections")
+        raw = loaded
+    raw = _merge(raw, _env_overrides(environ))
+    for dotted, value in (overrides or {}).items():
+        _set_path(raw, dotted.split("."), value)
+    try:
+        settings = _CONVERTER.structure(raw, Settings)
+    except Exception as exc:  # cattrs raises ClassValidationError / ForbiddenExtraKeysError
+        if isinstance(exc, (cattrs.errors.ClassValidationError, cattrs.errors.ForbiddenExtraKeysError)):
+            raise ConfigError(_format_cattrs_error(exc)) from exc
+        raise ConfigError(str(exc)) from exc
+    _validate(settings)
+    # Absolute from here on: git runs hooks with the repository as cwd, and they need our socket.
+    return dataclasses.replace(settings, data_dir=settings.data_dir.expanduser().resolve())
+
+
+def _validate(s: Settings) -> None:
+    listen = s.server.listen
+    if ":" not in listen:
+        raise ConfigError(f"server.listen: expected HOST:PORT, got {listen!r}")
+    port = listen.rsplit(":", 1)[1]
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"server.listen: port must be 0..65535, got {port!r}")
+    if s.server.public_url and not re.match(r"^https?://[^/\s]+(/\S*)?$", s.server.public_url):
+        raise ConfigError(f"server.public_url: expected an http(s) URL, got {s.server.public_url!r}")
+    for name in ("log.level", "log.format"):
+        section, key = name.split(".")
+        value = getattr(getattr(s, section), key)
+        allowed = get_args(_section_fields(type(getattr(s, section)))[key])
+        if allowed and value not in allowed:
+            raise ConfigError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
+    from .names import NAME_RE  # noqa: PLC0415 - avoid a cycle at import time
+
+    if not NAME_RE.match(s.git.default_branch):
+        raise ConfigError(f"git.default_branch: not a valid branch name: {s.git.default_branch!r}")

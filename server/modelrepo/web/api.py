@@ -1,0 +1,338 @@
+"""REST API under /api/v1. Each route is declared once in ``ROUTES`` with its request schema, which
+both validates bodies (jsonschema) and feeds openapi.json, so the document cannot drift from the
+code by construction; a test also checks every registered /api/v1 route is documented."""
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+from aiohttp import web
+
+from .. import __version__
+from ..errors import InvalidInput, TooLarge
+from ..keys import ACCOUNTS, MODELS, SETTINGS
+from ..names import NAME_RE
+from ..services.access import ROLES, SCOPES, VISIBILITIES
+from .middlewares import identity_of
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_NAME = {"type": "string", "pattern": NAME_RE.pattern, "maxLength": 96}
+_REF = {"type": "string", "minLength": 1, "maxLength": 255}
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: dict | None = None
+    status: int = 200
+    query: dict[str, str] = field(default_factory=dict)
+    anonymous: bool = False
+
+
+def _schema(properties: dict, required: tuple[str, ...] = ()) -> dict:
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+
+
+async def read_json(request: web.Request, schema: dict) -> dict:
+    limit = request.app[SETTINGS].limits.max_json_body
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"request body larger than {limit} bytes")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise TooLarge(f"request body larger than {limit} bytes")
+    try:
+        body = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body), key=lambda e: list(e.path))
+    if errors:
+        err = errors[0]
+        where = "/".join(str(p) for p in err.absolute_path) or "(body)"
+        raise InvalidInput(f"{where}: {err.message}")
+    return body
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, headers={"Cache-Control": "no-cache"})
+
+
+def _base_url(request: web.Request) -> str:
+    return request.app[SETTINGS].server.base_url()
+
+
+def _int_query(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise InvalidInput(f"query parameter {key} must be an integer in {lo}..{hi}")
+    return int(raw)
+
+
+# -- handlers -----------------------------------------------------------------------------------
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok", "version": __version__})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(build_openapi())
+
+
+async def whoami(request: web.Request) -> web.Response:
+    identity = identity_of(request)
+    if identity.anonymous:
+        return _json({"anonymous": True, "name": None})
+    namespaces = await request.app[ACCOUNTS].list_namespaces(identity)
+    return _json({"anonymous": False, "name": identity.name, "admin": identity.is_admin,
+                  "scopes": list(SCOPES[: SCOPES.index(identity.scope) + 1]) if identity.scope else [],
+                  "namespaces": [{"name": n["name"], "role": n["role"]} for n in namespaces if n["role"]]})
+
+
+CREATE_USER = _schema({"name": _NAME, "admin": {"type": "boolean"}}, ("name",))
+
+
+async def create_user(request: web.Request) -> web.Response:
+    body = await read_json(request, CREATE_USER)
+    user = await request.app[ACCOUNTS].create_user_as(identity_of(request), body["name"], body.get("admin", False))
+    return _json(user.to_json(), 201)
+
+
+CREATE_TOKEN = _schema({"name": {"type": "string", "maxLength": 200},
+                        "scopes": {"type": "array", "items": {"enum": list(SCOPES)}, "minItems": 1, "uniqueItems": True}})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    body = await read_json(request, CREATE_TOKEN)
+    scopes = body.get("scopes", ["read", "write"])
+    scope = max(scopes, key=SCOPES.index)  # scopes are nested: admin implies write implies read
+    token, info = await request.app[ACCOUNTS].create_token_as(
+        identity_of(request), request.match_info["user"], scope=scope, name=body.get("name", ""))
+    return _json({"token": token, **info}, 201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    return _json(await request.app[ACCOUNTS].list_tokens(identity_of(request), request.match_info["user"]))
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    raw = request.match_info["id"]
+    if not raw.isdigit():
+        raise InvalidInput("token id must be an integer")
+    await request.app[ACCOUNTS].revoke_token(identity_of(request), request.match_info["user"], int(raw))
+    return web.Response(status=204)
+
+
+CREATE_NAMESPACE = _schema({"name": _NAME, "description": {"type": "string", "maxLength": 2000}}, ("name",))
+
+
+async def create_namespace(request: web.Request) -> web.Response:
+    body = await read_json(request, CREATE_NAMESPACE)
+    ns = await request.app[ACCOUNTS].create_namespace_as(identity_of(request), body["name"], body.get("description", ""))
+    return _json(ns.to_json(), 201)
+
+
+async def list_namespaces(request: web.Request) -> web.Response:
+    return _json(await request.app[ACCOUNTS].list_namespaces(identity_of(request)))
+
+
+async def get_namespace(request: web.Request) -> web.Response:
+    ns, role = await request.app[ACCOUNTS].visible_namespace(identity_of(request), request.match_info["ns"])
+    return _json({**ns.to_json(), "role": role})
+
+
+async def list_members(request: web.Request) -> web.Response:
+    return _json(await request.app[ACCOUNTS].list_members(identity_of(request), request.match_info["ns"]))
+
+
+SET_MEMBER = _schema({"role": {"enum": list(ROLES)}}, ("role",))
+
+
+async def set_member(request: web.Request) -> web.Response:
+    body = await read_json(request, SET_MEMBER)
+    result = await request.app[ACCOUNTS].set_member_as(identity_of(request), request.match_info["ns"],
+                                                       request.match_info["user"], body["role"])
+    return _json(result)
+
+
+async def remove_member(request: web.Request) -> web.Response:
+    await request.app[ACCOUNTS].remove_member_as(identity_of(request), request.match_info["ns"], request.match_info["user"])
+    return web.Response(status=204)
+
+
+CREATE_MODEL = _schema({"namespace": _NAME, "name": _NAME, "description": {"type": "string", "maxLength": 10000},
+                        "visibility": {"enum": list(VISIBILITIES)}, "default_branch": _REF},
+                       ("namespace", "name"))
+
+
+async def create_model(request: web.Request) -> web.Response:
+    body = await read_json(request, CREATE_MODEL)
+    model = await request.app[MODELS].create(
+        identity_of(request), body["namespace"], body["name"], description=body.get("description", ""),
+        visibility=body.get("visibility", "private"), default_branch=body.get("default_branch"))
+    return _json(model.to_json(_base_url(request)), 201)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    found = await request.app[MODELS].list(
+        identity_of(request), namespace=request.query.get("namespace") or None,
+        search=request.query.get("search") or None, limit=_int_query(request, "limit", 100, 1, 1000),
+        offset=_int_query(request, "offset", 0, 0, 10**9))
+    base = _base_url(request)
+    return _json([m.to_json(base) for m in found])
+
+
+async def get_model(request: web.Request) -> web.Response:
+    model = await request.app[MODELS].for_read(identity_of(request), request.match_info["ns"], request.match_info["name"])
+    return _json(model.to_json(_base_url(request)))
+
+
+UPDATE_MODEL = _schema({"description": {"type": "string", "maxLength": 10000},
+                        "visibility": {"enum": list(VISIBILITIES)}, "default_branch": _REF})
+
+
+async def update_model(request: web.Request) -> web.Response:
+    body = await read_json(request, UPDATE_MODEL)
+    model = await request.app[MODELS].update(identity_of(request), request.match_info["ns"], request.match_info["name"],
+                                             **body)
+    return _json(model.to_json(_base_url(request)))
+
+
+async def delete_model(request: web.Request) -> web.Response:
+    await request.app[MODELS].delete(identity_of(request), request.match_info["ns"], request.match_info["name"])
+    return web.Response(status=204)
+
+
+async def list_refs(request: web.Request) -> web.Response:
+    return _json(await request.app[MODELS].refs(identity_of(request), request.match_info["ns"], request.match_info["name"]))
+
+
+CREATE_TAG = _schema({"name": _REF, "revision": _REF, "message": {"type": "string", "minLength": 1, "maxLength": 65536}},
+                     ("name", "revision", "message"))
+
+
+async def create_tag(request: web.Request) -> web.Response:
+    body = await read_json(request, CREATE_TAG)
+    tag = await request.app[MODELS].create_tag(identity_of(request), request.match_info["ns"], request.match_info["name"],
+                                               body["name"], body["revision"], body["message"])
+    return _json(tag, 201)
+
+
+async def delete_tag(request: web.Request) -> web.Response:
+    await request.app[MODELS].delete_tag(identity_of(request), request.match_info["ns"], request.match_info["name"],
+                                         request.match_info["tag"])
+    return web.Response(status=204)
+
+
+CREATE_BRANCH = _schema({"name": _REF, "revision": _REF}, ("name", "revision"))
+
+
+async def create_branch(request: web.Request) -> web.Response:
+    body = await read_json(request, CREATE_BRANCH)
+    branch = await request.app[MODELS].create_branch(identity_of(request), request.match_info["ns"],
+                                                     request.match_info["name"], body["name"], body["revision"])
+    return _json(branch, 201)
+
+
+async def delete_branch(request: web.Request) -> web.Response:
+    await request.app[MODELS].delete_branch(identity_of(request), request.match_info["ns"], request.match_info["name"],
+                                            request.match_info["branch"])
+    return web.Response(status=204)
+
+
+M = "/api/v1/models/{ns}/{name}"
+ROUTES: tuple[ApiRoute, ...] = (
+    ApiRoute("GET", "/api/v1/openapi.json", openapi, "This OpenAPI document", anonymous=True),
+    ApiRoute("GET", "/api/v1/user", whoami, "Who am I (anonymous allowed)", anonymous=True),
+    ApiRoute("POST", "/api/v1/users", create_user, "Create a user (site admin)", CREATE_USER, 201),
+    ApiRoute("GET", "/api/v1/users/{user}/tokens", list_tokens, "List a user's tokens (self or site admin)"),
+    ApiRoute("POST", "/api/v1/users/{user}/tokens", create_token,
+             "Create a token (self or site admin); the token is returned once", CREATE_TOKEN, 201),
+    ApiRoute("DELETE", "/api/v1/users/{user}/tokens/{id}", revoke_token, "Revoke a token", status=204),
+    ApiRoute("GET", "/api/v1/namespaces", list_namespaces, "Namespaces the caller belongs to (all, for a site admin)"),
+    ApiRoute("POST", "/api/v1/namespaces", create_namespace, "Create a namespace (site admin)", CREATE_NAMESPACE, 201),
+    ApiRoute("GET", "/api/v1/namespaces/{ns}", get_namespace, "A namespace the caller belongs to"),
+    ApiRoute("GET", "/api/v1/namespaces/{ns}/members", list_members, "Members of a namespace"),
+    ApiRoute("PUT", "/api/v1/namespaces/{ns}/members/{user}", set_member,
+             "Add a member or change a role (namespace admin)", SET_MEMBER),
+    ApiRoute("DELETE", "/api/v1/namespaces/{ns}/members/{user}", remove_member, "Remove a member (namespace admin)",
+             status=204),
+    ApiRoute("GET", "/api/v1/models", list_models, "Models the caller may read",
+             query={"namespace": "only this namespace", "search": "substring of name or description",
+                    "limit": "1..1000 (default 100)", "offset": "skip this many"}, anonymous=True),
+    ApiRoute("POST", "/api/v1/models", create_model, "Create a model and its empty repository (namespace writer)",
+             CREATE_MODEL, 201),
+    ApiRoute("GET", M, get_model, "A model", anonymous=True),
+    ApiRoute("PATCH", M, update_model,
+             "Change description (writer), visibility or default branch (namespace admin)", UPDATE_MODEL),
+    ApiRoute("DELETE", M, delete_model, "Delete a model and its repository (namespace admin)", status=204),
+    ApiRoute("GET", M + "/refs", list_refs, "Branches and tags", anonymous=True),
+    ApiRoute("POST", M + "/tags", create_tag, "Create an annotated tag (namespace writer)", CREATE_TAG, 201),
+    ApiRoute("DELETE", M + "/tags/{tag}", delete_tag, "Delete a tag (namespace writer)", status=204),
+    ApiRoute("POST", M + "/branches", create_branch, "Create a branch (namespace writer)", CREATE_BRANCH, 201),
+    ApiRoute("DELETE", M + "/branches/{branch}", delete_branch, "Delete a branch (namespace writer)", status=204),
+)
+
+# Ref names may contain '/': their route segment matches the rest of the path.
+_GREEDY = {"{tag}": "{tag:.+}", "{branch}": "{branch:.+}"}
+
+
+def aiohttp_path(path: str) -> str:
+    for k, v in _GREEDY.items():
+        path = path.replace(k, v)
+    return path
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    for r in ROUTES:
+        app.router.add_route(r.method, aiohttp_path(r.path), r.handler)
+
+
+def build_openapi() -> dict:
+    error = {"$ref": "#/components/schemas/Error"}
+    paths: dict[str, dict] = {}
+    for r in ROUTES:
+        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for p in _path_params(r.path)]
+        params += [{"name": k, "in": "query", "required": False, "description": d, "schema": {"type": "string"}}
+                   for k, d in r.query.items()]
+        op: dict[str, Any] = {
+            "summary": r.summary,
+            "operationId": f"{r.method.lower()}_{r.handler.__name__}",
+            "parameters": params,
+            "responses": {str(r.status): {"description": "success"},
+                          "default": {"description": "error",
+                                      "content": {"application/json": {"schema": error}}}},
+        }
+        if r.anonymous:
+            op["security"] = [{}, {"basic": []}, {"bearer": []}]
+        if r.body is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": r.body}}}
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "modelrepo API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic",
+                                          "description": "user name and token as password"},
+                                "bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}},
+        },
+        "security": [{"basic": []}, {"bearer": []}],
+    }
+
+
+def _path_params(path: str) -> list[str]:
+    import re  # noqa: PLC0415
+
+    return re.findall(r"\{(\w+)\}", path)

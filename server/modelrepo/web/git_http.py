@@ -1,0 +1,170 @@
+"""Git smart HTTP: ``info/refs`` advertisements and the upload-pack / receive-pack RPCs.
+
+Bodies are never buffered: the request stream feeds git's stdin while git's stdout feeds a chunked
+response, each side awaiting the other's drain (back-pressure), so a multi-GiB push or clone costs
+a few socket buffers of memory. aiohttp has already inflated a gzip request body by the time we
+read it.
+"""
+
+import asyncio
+
+import structlog
+from aiohttp import web
+
+from ..errors import Forbidden, ModelrepoError, TooLarge, UnsupportedMediaType
+from ..keys import GIT, MODELS, PUSHES, SETTINGS
+from ..services import git_rpc
+from ..services.models import Model
+from ..services.pushes import PushSession
+from .middlewares import NO_CACHE, REQUEST_ID, identity_of
+
+log = structlog.get_logger("modelrepo.git")
+CHUNK = 256 * 1024
+
+
+def _repo_name(request: web.Request) -> tuple[str, str]:
+    name = request.match_info["name"]
+    if name.endswith(".git"):
+        name = name[:-4]
+    return request.match_info["ns"], name
+
+
+async def _authorize(request: web.Request, service: str) -> Model:
+    ns, name = _repo_name(request)
+    models = request.app[MODELS]
+    identity = identity_of(request)
+    if service == "git-receive-pack":
+        return await models.for_write(identity, ns, name)
+    return await models.for_read(identity, ns, name)
+
+
+def _service(request: web.Request, service: str | None) -> str:
+    if service not in git_rpc.SERVICES:
+        # No dumb protocol: it would bypass access control on objects and cannot run hooks.
+        raise Forbidden("only the smart HTTP protocol is served (git >= 1.6.6)", code="dumb_http_unsupported")
+    return service
+
+
+async def info_refs(request: web.Request) -> web.StreamResponse:
+    service = _service(request, request.query.get("service"))
+    model = await _authorize(request, service)
+    git_protocol = git_rpc.protocol_version(request.headers.get("Git-Protocol"))
+    path = request.app[MODELS].path(model)
+    proc = await request.app[GIT].spawn(service, path, advertise=True, git_protocol=git_protocol)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        stderr_task = asyncio.create_task(git_rpc.read_bounded(proc.stderr, 8192))
+        first = await proc.stdout.read(CHUNK)
+        if not first:
+            await proc.wait()
+            err = await stderr_task
+            log.error("advertise_failed", service=service, rc=proc.returncode, stderr=err.decode(errors="replace"))
+            raise ModelrepoError("git failed to advertise refs")
+        resp = web.StreamResponse(headers={**NO_CACHE, "Content-Type": f"application/x-{service}-advertisement",
+                                           "X-Request-Id": request[REQUEST_ID]})
+        await resp.prepare(request)
+        if not git_rpc.is_v2(git_protocol):
+            await resp.write(git_rpc.service_preamble(service))
+        chunk = first
+        while chunk:
+            await resp.write(chunk)
+            chunk = await proc.stdout.read(CHUNK)
+        await proc.wait()
+        await stderr_task
+        await resp.write_eof()
+        return resp
+    finally:
+        await git_rpc.kill(proc)
+
+
+async def upload_pack(request: web.Request) -> web.StreamResponse:
+    return await _rpc(request, "git-upload-pack")
+
+
+async def receive_pack(request: web.Request) -> web.StreamResponse:
+    return await _rpc(request, "git-receive-pack")
+
+
+async def _rpc(request: web.Request, service: str) -> web.StreamResponse:
+    expected = f"application/x-{service}-request"
+    if request.headers.get("Content-Type", "").split(";")[0].strip().lower() != expected:
+        raise UnsupportedMediaType(f"expected Content-Type {expected}")
+    model = await _authorize(request, service)
+    settings = request.app[SETTINGS]
+    git_protocol = git_rpc.protocol_version(request.headers.get("Git-Protocol"))
+    extra_env: dict[str, str] = {}
+    secret = None
+    pushes = request.app[PUSHES]
+    if service == "git-receive-pack":
+        identity = identity_of(request)
+        secret = pushes.open(PushSession(model_id=model.id, namespace=model.namespace, name=model.name,
+                                         identity=identity, request_id=request[REQUEST_ID]))
+        extra_env = {
+            "MODELREPO_HOOK_SOCKET": str(settings.run_dir / "hooks.sock"),
+            "MODELREPO_HOOK_SECRET": secret,
+            "MODELREPO_HOOK_REQUEST_ID": request[REQUEST_ID],
+            # Reflog identity for the ref updates receive-pack makes.
+            "GIT_COMMITTER_NAME": identity.name or "anonymous",
+            "GIT_COMMITTER_EMAIL": f"{identity.name}@modelrepo.invalid",
+        }
+    limit = settings.limits.max_upload_pack_request if service == "git-upload-pack" else None
+    proc = await request.app[GIT].spawn(service, request.app[MODELS].path(model), advertise=False,
+                                        git_protocol=git_protocol, extra_env=extra_env)
+    resp = web.StreamResponse(headers={**NO_CACHE, "Content-Type": f"application/x-{service}-result",
+                                       "X-Request-Id": request[REQUEST_ID]})
+    try:
+        async with asyncio.timeout(settings.limits.git_rpc_timeout):
+            await _pump(request, proc, resp, limit)
+        return resp
+    finally:
+        if secret:
+            pushes.close(secret)
+        await git_rpc.kill(proc)
+
+
+async def _pump(request: web.Request, proc: asyncio.subprocess.Process, resp: web.StreamResponse,
+                limit: int | None) -> None:
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    async def feed() -> None:
+        total = 0
+        try:
+            async for chunk in request.content.iter_chunked(CHUNK):
+                total += len(chunk)
+                request["bytes_in"] = total
+                if limit is not None and total > limit:
+                    raise TooLarge(f"git-upload-pack request larger than {limit} bytes")
+                stdin.write(chunk)
+                await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            # git stopped reading (it refused the push or failed): its stdout says why.
+            pass
+        finally:
+            stdin.close()
+
+    async def relay() -> None:
+        chunk = await stdout.read(CHUNK)
+        if not chunk:
+            return
+        await resp.prepare(request)
+        while chunk:
+            await resp.write(chunk)
+            chunk = await stdout.read(CHUNK)
+
+    stderr_task = asyncio.create_task(git_rpc.read_bounded(proc.stderr, 16384))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(feed())
+            tg.create_task(relay())
+    except* ModelrepoError as group:
+        raise group.exceptions[0] from None
+    rc = await proc.wait()
+    err = (await stderr_task).decode(errors="replace").strip()
+    if rc != 0 or err:
+        log.warning("git_rpc_stderr", rc=rc, stderr=err[-4000:]) if rc else log.debug("git_rpc_stderr", stderr=err)
+    if not resp.prepared:
+        if rc != 0:
+            raise ModelrepoError(f"git exited with status {rc}")
+        await resp.prepare(request)
+    await resp.write_eof()

@@ -1,0 +1,104 @@
+"""Request context, authentication and error mapping, plus the one-line-per-request access log."""
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from ..errors import ModelrepoError, Unauthenticated
+from ..keys import ACCOUNTS, SETTINGS
+from ..services.access import ANONYMOUS, Identity
+from .auth import parse_authorization
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = structlog.get_logger("modelrepo.http")
+
+IDENTITY = "identity"
+REQUEST_ID = "request_id"
+NO_CACHE = {"Cache-Control": "no-cache, max-age=0, must-revalidate", "Pragma": "no-cache",
+            "Expires": "Fri, 01 Jan 1980 00:00:00 GMT"}
+
+
+def identity_of(request: web.Request) -> Identity:
+    return request.get(IDENTITY, ANONYMOUS)
+
+
+def error_response(request: web.Request, status: int, code: str, message: str) -> web.Response:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = dict(NO_CACHE)
+    if status == 401:
+        realm = request.app[SETTINGS].auth.realm
+        headers["WWW-Authenticate"] = f'Basic realm="{realm}", charset="UTF-8"'
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    request["started"] = time.perf_counter()
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        # aiohttp's own 404/405 for unknown routes: same JSON shape as ours.
+        if exc.status >= 400:
+            response = error_response(request, exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            for key in ("Allow",):
+                if key in exc.headers:
+                    response.headers[key] = exc.headers[key]
+        else:
+            raise
+    except ModelrepoError as exc:
+        response = error_response(request, exc.status, exc.code, exc.message)
+    except Exception:
+        log.exception("unhandled_error", path=request.path)
+        response = error_response(request, 500, "internal_error", f"internal error (request id {request_id})")
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
+    return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve the Authorization header to an Identity. Presented-but-wrong credentials are a 401
+    everywhere, even on public models: a client with a stale token should hear about it."""
+    header = request.headers.get("Authorization")
+    identity = ANONYMOUS
+    if header:
+        parsed = parse_authorization(header)
+        if parsed is None:
+            raise Unauthenticated("malformed Authorization header")
+        user, token = parsed
+        found = await request.app[ACCOUNTS].authenticate(token, user)
+        if found is None:
+            log.info("auth_failed", user=user, remote=request.remote)
+            raise Unauthenticated("invalid credentials")
+        identity = found
+        structlog.contextvars.bind_contextvars(user=identity.name)
+    request[IDENTITY] = identity
+    return await handler(request)
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One structured line per request, after the response (streamed ones included) is done."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:  # noqa: A002
+        identity = request.get(IDENTITY)
+        structlog.get_logger("modelrepo.access").info(
+            "request",
+            request_id=request.get(REQUEST_ID),
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            bytes_out=response.body_length,
+            bytes_in=request.get("bytes_in", request.content_length),
+            duration_ms=round(time * 1000, 2),
+            user=identity.name if identity else None,
+            remote=request.remote,
+        )
