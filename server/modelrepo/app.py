@@ -8,7 +8,8 @@ import structlog
 from aiohttp import web
 
 from .catalog.db import Catalog
-from .keys import ACCOUNTS, CATALOG, GIT, MODELS, PUSHES, SETTINGS
+from .drain import InFlight
+from .keys import ACCOUNTS, CATALOG, GIT, INFLIGHT, MODELS, PUSHES, SETTINGS
 from .services import repos
 from .services.accounts import Accounts
 from .services.git_rpc import GitRunner
@@ -36,6 +37,7 @@ def create_app(settings: Settings) -> web.Application:
     app[MODELS] = Models(catalog, accounts, repos.RepoStore(settings.repos_dir), settings.git.default_branch)
     app[GIT] = GitRunner(settings.git.binary)
     app[PUSHES] = PushSessions()
+    app[INFLIGHT] = InFlight()
 
     api.add_routes(app)
     # {name} may carry the ".git" suffix or not; the handlers strip it.

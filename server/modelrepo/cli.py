@@ -116,7 +116,7 @@ async def _serve(settings: Settings) -> None:
     from aiohttp import web  # noqa: PLC0415 - keep admin commands light
 
     from .app import create_app, make_runner  # noqa: PLC0415
-    from .keys import ACCOUNTS  # noqa: PLC0415
+    from .keys import ACCOUNTS, INFLIGHT  # noqa: PLC0415
 
     log = structlog.get_logger("modelrepo")
     app = create_app(settings)
@@ -137,8 +137,11 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("stopping", drain_timeout=settings.server.shutdown_timeout)
-    # Stops accepting, lets in-flight requests finish up to shutdown_timeout, then closes them.
+    log.info("stopping", in_flight=app[INFLIGHT].count, drain_timeout=settings.server.shutdown_timeout)
+    await site.stop()  # no new connections from here on
+    drained = await app[INFLIGHT].wait_idle(settings.server.shutdown_timeout)
+    if not drained:
+        log.warning("drain_timeout", in_flight=app[INFLIGHT].count)
     await runner.cleanup()
     log.info("stopped")
 

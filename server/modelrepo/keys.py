@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from .catalog.db import Catalog
+from .drain import InFlight
 from .services.accounts import Accounts
 from .services.git_rpc import GitRunner
 from .services.models import Models
@@ -15,3 +16,4 @@ ACCOUNTS = web.AppKey("accounts", Accounts)
 MODELS = web.AppKey("models", Models)
 GIT = web.AppKey("git", GitRunner)
 PUSHES = web.AppKey("pushes", PushSessions)
+INFLIGHT = web.AppKey("inflight", InFlight)

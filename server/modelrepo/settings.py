@@ -288,7 +288,10 @@ def _validate(s: Settings) -> None:
         allowed = get_args(_section_fields(type(getattr(s, section)))[key])
         if allowed and value not in allowed:
             raise ConfigError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
-    from .names import NAME_RE  # noqa: PLC0415 - avoid a cycle at import time
+    from .errors import InvalidInput  # noqa: PLC0415 - avoid a cycle at import time
+    from .names import check_ref_name  # noqa: PLC0415
 
-    if not NAME_RE.match(s.git.default_branch):
-        raise ConfigError(f"git.default_branch: not a valid branch name: {s.git.default_branch!r}")
+    try:
+        check_ref_name(s.git.default_branch)
+    except InvalidInput:
+        raise ConfigError(f"git.default_branch: not a valid branch name: {s.git.default_branch!r}") from None

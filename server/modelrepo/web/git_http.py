@@ -16,7 +16,7 @@ from ..keys import GIT, MODELS, PUSHES, SETTINGS
 from ..services import git_rpc
 from ..services.models import Model
 from ..services.pushes import PushSession
-from .middlewares import NO_CACHE, REQUEST_ID, identity_of
+from .middlewares import BYTES_IN, NO_CACHE, REQUEST_ID, identity_of
 
 log = structlog.get_logger("modelrepo.git")
 CHUNK = 256 * 1024
@@ -132,7 +132,7 @@ async def _pump(request: web.Request, proc: asyncio.subprocess.Process, resp: we
         try:
             async for chunk in request.content.iter_chunked(CHUNK):
                 total += len(chunk)
-                request["bytes_in"] = total
+                request[BYTES_IN] = total
                 if limit is not None and total > limit:
                     raise TooLarge(f"git-upload-pack request larger than {limit} bytes")
                 stdin.write(chunk)

@@ -1,7 +1,6 @@
 """Request context, authentication and error mapping, plus the one-line-per-request access log."""
 
 import json
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -10,15 +9,16 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from ..errors import ModelrepoError, Unauthenticated
-from ..keys import ACCOUNTS, SETTINGS
+from ..keys import ACCOUNTS, INFLIGHT, SETTINGS
 from ..services.access import ANONYMOUS, Identity
 from .auth import parse_authorization
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = structlog.get_logger("modelrepo.http")
 
-IDENTITY = "identity"
-REQUEST_ID = "request_id"
+IDENTITY = web.RequestKey("identity", Identity)
+REQUEST_ID = web.RequestKey("request_id", str)
+BYTES_IN = web.RequestKey("bytes_in", int)
 NO_CACHE = {"Cache-Control": "no-cache, max-age=0, must-revalidate", "Pragma": "no-cache",
             "Expires": "Fri, 01 Jan 1980 00:00:00 GMT"}
 
@@ -40,9 +40,10 @@ def error_response(request: web.Request, status: int, code: str, message: str) -
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = uuid.uuid4().hex
     request[REQUEST_ID] = request_id
-    request["started"] = time.perf_counter()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    inflight = request.app[INFLIGHT]
+    inflight.enter()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -59,6 +60,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("unhandled_error", path=request.path)
         response = error_response(request, 500, "internal_error", f"internal error (request id {request_id})")
+    finally:
+        inflight.leave()
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
     return response
@@ -97,7 +100,7 @@ class AccessLogger(AbstractAccessLogger):
             path=request.path,
             status=response.status,
             bytes_out=response.body_length,
-            bytes_in=request.get("bytes_in", request.content_length),
+            bytes_in=request.get(BYTES_IN, request.content_length),
             duration_ms=round(time * 1000, 2),
             user=identity.name if identity else None,
             remote=request.remote,

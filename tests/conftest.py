@@ -1,0 +1,31 @@
+import shutil
+import signal
+
+import pytest
+
+from .helpers import Git, short_tmpdir, start_daemon
+
+if shutil.which("git") is None:  # pragma: no cover - CI installs git
+    raise pytest.UsageError("the tests drive the real git client: install git")
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    """A real `modelrepo serve` on a free loopback port, shared by the tests of one module."""
+    d = start_daemon()
+    yield d
+    rc = d.stop(signal.SIGTERM)
+    assert rc == 0, f"daemon exited with {rc} on SIGTERM:\n{d.log()[-4000:]}"
+    shutil.rmtree(d.data.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def git(tmp_path):
+    return Git(tmp_path / "home")
+
+
+@pytest.fixture
+def short_tmp():
+    path = short_tmpdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,189 @@
+"""Test helpers: a real daemon in a subprocess, the real git client, plain HTTP on loopback."""
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+VENV_BIN = Path(sys.executable).parent
+MODELREPO = str(VENV_BIN / "modelrepo")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def short_tmpdir(prefix: str = "mr") -> Path:
+    # Unix socket paths are limited to 107 bytes: keep data dirs short, not under pytest's tmp_path.
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def http(method: str, url: str, *, token: str | None = None, body=None, headers: dict | None = None,
+         basic: tuple[str, str] | None = None, raw: bytes | None = None) -> Response:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None and raw is None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if basic:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode())
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return Response(resp.status, dict(resp.headers), resp.read())
+    except urllib.error.HTTPError as err:
+        return Response(err.code, dict(err.headers), err.read())
+
+
+@dataclass
+class Daemon:
+    data: Path
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+    admin_token: str = ""
+    tokens: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, method: str, path: str, token: str | None = "admin", body=None, **kw) -> Response:
+        tok = self.tokens.get(token, token) if token else None
+        return http(method, self.url + path, token=tok, body=body, **kw)
+
+    def ok(self, method: str, path: str, token: str | None = "admin", body=None) -> dict | list | None:
+        r = self.api(method, path, token, body)
+        assert 200 <= r.status < 300, (method, path, r.status, r.body)
+        return r.json() if r.body else None
+
+    def user(self, name: str, *, admin: bool = False, scope: str = "write") -> str:
+        """Create a user with a token of ``scope``; the token is remembered under the user's name."""
+        self.ok("POST", "/api/v1/users", body={"name": name, "admin": admin})
+        tok = self.ok("POST", f"/api/v1/users/{name}/tokens", body={"scopes": [scope], "name": "test"})["token"]
+        self.tokens[name] = tok
+        return tok
+
+    def git_url(self, repo: str, user: str | None = None) -> str:
+        if user is None:
+            return f"{self.url}/{repo}"
+        return f"http://{user}:{self.tokens[user]}@127.0.0.1:{self.port}/{repo}"
+
+    def rss(self) -> int:
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_daemon(data: Path | None = None, *, extra_env: dict | None = None, args: list[str] | None = None,
+                 wait: bool = True, port: int | None = None) -> Daemon:
+    data = data or short_tmpdir() / "data"
+    port = port or free_port()
+    log_path = data.parent / f"daemon-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
+    env.update({"MODELREPO_LOG__FORMAT": "json"})
+    env.update(extra_env or {})
+    logf = open(log_path, "wb")
+    proc = subprocess.Popen([MODELREPO, "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}", *(args or [])],
+                            stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    d = Daemon(data=data, port=port, proc=proc, log_path=log_path)
+    if wait:
+        deadline = time.time() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {proc.returncode}:\n{d.log()}")
+            try:
+                if http("GET", d.url + "/healthz").status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                d.stop(signal.SIGKILL)
+                raise RuntimeError(f"daemon did not start:\n{d.log()}")
+            time.sleep(0.05)
+        d.admin_token = (data / "admin.token").read_text().strip()
+        d.tokens["admin"] = d.admin_token
+    return d
+
+
+class Git:
+    """The real git client in an isolated HOME: no user config, no credential helper, no prompts."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            "PATH": os.environ["PATH"], "HOME": str(home), "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "Tester", "GIT_AUTHOR_EMAIL": "t@example.com",
+            "GIT_COMMITTER_NAME": "Tester", "GIT_COMMITTER_EMAIL": "t@example.com", "LANG": "C",
+        }
+        (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
+
+    def run(self, *args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None,
+            input: bytes | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run(["git", *args], cwd=cwd, env={**self.env, **(env or {})}, capture_output=True,
+                              input=input, timeout=600)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout.decode(errors='replace')}\n{proc.stderr.decode(errors='replace')}")
+        return proc
+
+    def out(self, *args: str, cwd: Path | None = None) -> str:
+        return self.run(*args, cwd=cwd).stdout.decode().strip()
+
+    def new_repo(self, path: Path, files: dict[str, bytes | str] | None = None, message: str = "init") -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        self.run("init", "-q", str(path))
+        if files:
+            self.commit(path, files, message)
+        return path
+
+    def commit(self, path: Path, files: dict[str, bytes | str], message: str = "change") -> str:
+        for name, content in files.items():
+            target = path / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content.encode() if isinstance(content, str) else content)
+        self.run("add", "-A", cwd=path)
+        self.run("commit", "-q", "-m", message, cwd=path)
+        return self.out("rev-parse", "HEAD", cwd=path)
+
+
+def rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
