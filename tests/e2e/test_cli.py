@@ -79,10 +79,15 @@ def test_serve_with_config_file_and_flags(git):
     cfg = tmp / "c.yaml"
     cfg.write_text(f"data_dir: {tmp / 'data'}\nserver:\n  listen: 127.0.0.1:1\n  public_url: https://models.example.com\n")
     # --listen (given by start_daemon) beats the file's listen; the file's public_url applies.
-    d = start_daemon(tmp / "data", args=["--config", str(cfg)], port=port)
+    d = start_daemon(tmp / "data", args=["--config", str(cfg)], port=port,
+                     extra_env={"MODELREPO_AUTH__ALLOW_ANONYMOUS_READ": "false"})
     try:
         d.ok("POST", "/api/v1/namespaces", body={"name": "n"})
-        created = d.ok("POST", "/api/v1/models", body={"namespace": "n", "name": "m"})
+        created = d.ok("POST", "/api/v1/models", body={"namespace": "n", "name": "m", "visibility": "public"})
         assert created["clone_url"] == "https://models.example.com/n/m.git"
+        # The env switch took effect: even a public model needs a token now.
+        assert d.api("GET", "/api/v1/models/n/m", token=None).status == 401
+        assert d.api("GET", "/n/m.git/info/refs?service=git-upload-pack", token=None).status == 401
+        assert d.api("GET", "/healthz", token=None).status == 200
     finally:
         d.stop()

@@ -13,6 +13,8 @@ from ..keys import ACCOUNTS, INFLIGHT, SETTINGS
 from ..services.access import ANONYMOUS, Identity
 from .auth import parse_authorization
 
+# Reachable without credentials even when auth.allow_anonymous_read is false.
+ANONYMOUS_ALWAYS = frozenset({"/healthz"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = structlog.get_logger("modelrepo.http")
 
@@ -84,6 +86,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             raise Unauthenticated("invalid credentials")
         identity = found
         structlog.contextvars.bind_contextvars(user=identity.name)
+    elif not request.app[SETTINGS].auth.allow_anonymous_read and request.path not in ANONYMOUS_ALWAYS:
+        raise Unauthenticated("authentication required")
     request[IDENTITY] = identity
     return await handler(request)
 

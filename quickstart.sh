@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian 12 machine (Python >= 3.11):
+#   ./quickstart.sh serve [modelrepo serve flags]   install, then run the daemon on ./data (SQLite + disk)
+#   ./quickstart.sh test  [pytest args]             install, then run the whole test suite
+# Installs the system packages it needs (git, git-lfs, python3-venv) with apt-get when missing,
+# then a virtualenv in .venv with the project and its test dependencies.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+mode="${1:-}"
+case "$mode" in
+  serve|test) shift ;;
+  *) echo "usage: $0 serve|test [args...]" >&2; exit 2 ;;
+esac
+
+PYTHON="${PYTHON:-python3}"
+missing=()
+command -v git >/dev/null || missing+=(git)
+command -v git-lfs >/dev/null || missing+=(git-lfs)
+command -v "$PYTHON" >/dev/null || missing+=(python3)
+if command -v "$PYTHON" >/dev/null && ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+  missing+=(python3-venv)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "quickstart: installing ${missing[*]} with apt-get" >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+"$PYTHON" - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"quickstart: Python >= 3.11 is required, found {sys.version.split()[0]}")
+PY
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+if [ "$mode" = serve ]; then
+  exec .venv/bin/modelrepo serve "$@"
+fi
+exec .venv/bin/python -m pytest "$@"
