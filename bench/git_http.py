@@ -38,6 +38,7 @@ import base64
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -53,24 +54,21 @@ from pathlib import Path
 
 import psutil
 
+from modelrepo.services.repos import REPO_CONFIG
+
 MIB = 1024 * 1024
 TARGET_RATIO = 1.15
 BRANCH = "main"
 LIGHTTPD = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
-# Same server-side repository settings as the daemon applies to its own repositories.
-PEER_REPO_CONFIG = {
-    "http.receivepack": "true",
-    "receive.fsckObjects": "true",
-    "uploadpack.allowFilter": "true",
-    "uploadpack.allowReachableSHA1InWant": "true",
-    "core.logAllRefUpdates": "true",
-    "gc.auto": "0",
-}
+# http-backend's repositories get the daemon's own repository config (receive.fsckObjects, ...), so
+# both servers run the same git checks; plus anonymous push and no auto-gc.
+PEER_REPO_CONFIG = {**REPO_CONFIG, "http.receivepack": "true", "gc.auto": "0"}
 
 
 class GitFailed(Exception):
     def __init__(self, args: list[str], rc: int, stderr: str) -> None:
-        super().__init__(f"{' '.join(args)} exited with {rc}:\n{stderr.strip()[-2000:]}")
+        command = re.sub(r"//[^/@\s]+@", "//***@", " ".join(args))  # no token in the message
+        super().__init__(f"{command} exited with {rc}:\n{stderr.strip()[-2000:]}")
 
 
 # -- small helpers ---------------------------------------------------------------------------
@@ -338,7 +336,7 @@ class RssSampler(threading.Thread):
         self.join()
 
 
-def push_once(env: dict[str, str], server, src: Path) -> tuple[float, str]:
+def push_once(env: dict[str, str], server: Daemon | HttpBackend, src: Path) -> tuple[float, str]:
     """Time a push of the whole source into a fresh repository; returns (seconds, clone URL)."""
     push_url, clone_url = server.new_repo()
     return timed_git(env, "push", "-q", push_url, f"{BRANCH}:refs/heads/{BRANCH}", cwd=src), clone_url
@@ -389,7 +387,8 @@ def timed_rounds(args: argparse.Namespace, env: dict[str, str], servers: list, s
                 else:
                     seconds = clone_once(env, last_url[server.name], clones / f"{server.name}-{rnd}", head)
                 times.setdefault((server.name, op), []).append(seconds)
-                print(f"{rnd + 1:>3}  {server.name:<12} {op:<5} {seconds:>8.2f} {pack_mib / seconds:>7.1f}", flush=True)
+                print(f"{rnd + 1:>3}  {server.name:<12} {op:<5} {seconds:>8.2f} {pack_mib / seconds:>7.1f}",
+                      flush=True)
     return times, last_url
 
 
@@ -397,7 +396,8 @@ def print_table(times: dict, pack_mib: float) -> None:
     print(f"\n{'op':<6} {'server':<12} {'runs':>4} {'median s':>9} {'min s':>7} {'max s':>7} {'MiB/s':>7}")
     for (name, op), runs in sorted(times.items(), key=lambda kv: (kv[0][1] != "push", kv[0][0] != "daemon")):
         med = statistics.median(runs)
-        print(f"{op:<6} {name:<12} {len(runs):>4} {med:>9.2f} {min(runs):>7.2f} {max(runs):>7.2f} {pack_mib / med:>7.1f}")
+        print(f"{op:<6} {name:<12} {len(runs):>4} {med:>9.2f} {min(runs):>7.2f} {max(runs):>7.2f} "
+              f"{pack_mib / med:>7.1f}")
 
 
 def summary_line(op: str, times: dict, pack_mib: float) -> str:

@@ -155,6 +155,8 @@ class Git:
             "GIT_COMMITTER_NAME": "Tester", "GIT_COMMITTER_EMAIL": "t@example.com", "LANG": "C",
         }
         (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
+        if shutil.which("git-lfs"):
+            self.run("lfs", "install", "--skip-repo")
 
     def run(self, *args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None,
             input: bytes | None = None) -> subprocess.CompletedProcess:

@@ -9,14 +9,18 @@ from aiohttp import web
 
 from .catalog.db import Catalog
 from .drain import InFlight
-from .keys import ACCOUNTS, CATALOG, GIT, INFLIGHT, MODELS, PUSHES, SETTINGS
+from .keys import ACCOUNTS, CATALOG, GIT, INFLIGHT, LFS, LOCKS, MODELS, PUSHES, SETTINGS
 from .services import repos
 from .services.accounts import Accounts
+from .services.action_tokens import ActionSigner, load_or_create_key
 from .services.git_rpc import GitRunner
+from .services.lfs import Lfs
+from .services.locks import Locks
 from .services.models import Models
 from .services.pushes import PushSessions
 from .settings import Settings
-from .web import api, git_http
+from .storage import open_store
+from .web import api, git_http, lfs_http
 from .web.internal import create_internal_app
 from .web.middlewares import AccessLogger, authenticate, request_context
 
@@ -38,12 +42,16 @@ def create_app(settings: Settings) -> web.Application:
     app[GIT] = GitRunner(settings.git.binary)
     app[PUSHES] = PushSessions()
     app[INFLIGHT] = InFlight()
+    signer = ActionSigner(load_or_create_key(settings.secret_key_path))
+    app[LFS] = Lfs(catalog, app[MODELS], open_store(settings), signer, settings.lfs)
+    app[LOCKS] = Locks(catalog)
 
     api.add_routes(app)
     # {name} may carry the ".git" suffix or not; the handlers strip it.
     app.router.add_get("/{ns}/{name}/info/refs", git_http.info_refs)
     app.router.add_post("/{ns}/{name}/git-upload-pack", git_http.upload_pack)
     app.router.add_post("/{ns}/{name}/git-receive-pack", git_http.receive_pack)
+    lfs_http.add_routes(app)
 
     app.cleanup_ctx.append(_reinstall_hooks)
     app.cleanup_ctx.append(_internal_socket)
@@ -52,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _close_catalog(app: web.Application) -> None:
+    await app[LFS].store.close()
     await app[CATALOG].close()
 
 
@@ -84,5 +93,7 @@ async def _internal_socket(app: web.Application) -> AsyncIterator[None]:
 
 
 def make_runner(app: web.Application) -> web.AppRunner:
-    return web.AppRunner(app, access_log_class=AccessLogger,
+    # A 1 MiB read buffer lets large bodies (pushes, LFS uploads) arrive in big reads instead of
+    # 64 KiB ones, while still pausing the socket (back-pressure) when we fall behind.
+    return web.AppRunner(app, access_log_class=AccessLogger, read_bufsize=1024 * 1024,
                          shutdown_timeout=app[SETTINGS].server.shutdown_timeout)

@@ -64,3 +64,15 @@ def model_not_found() -> NotFound:
     """The one message for 'does not exist' and 'exists but you may not read it': they must be
     byte-identical so that a private model cannot be told apart from a missing one."""
     return NotFound("model not found", code="model_not_found")
+
+
+class IntegrityError(ModelrepoError):
+    """Uploaded bytes do not match their OID or declared size; nothing was stored."""
+
+    status = 422
+    code = "integrity_error"
+
+
+class StorageUnavailable(ModelrepoError):
+    status = 503
+    code = "storage_unavailable"

@@ -6,6 +6,8 @@ from .catalog.db import Catalog
 from .drain import InFlight
 from .services.accounts import Accounts
 from .services.git_rpc import GitRunner
+from .services.lfs import Lfs
+from .services.locks import Locks
 from .services.models import Models
 from .services.pushes import PushSessions
 from .settings import Settings
@@ -17,3 +19,5 @@ MODELS = web.AppKey("models", Models)
 GIT = web.AppKey("git", GitRunner)
 PUSHES = web.AppKey("pushes", PushSessions)
 INFLIGHT = web.AppKey("inflight", InFlight)
+LFS = web.AppKey("lfs", Lfs)
+LOCKS = web.AppKey("locks", Locks)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NewType, get_args
+from typing import Any, Literal, NewType
 
 import cattrs
 import yaml
@@ -97,6 +97,38 @@ class GitSettings:
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    bucket: str = ""
+    # Key prefix inside the bucket; objects are stored as <prefix><oid[0:2]>/<oid[2:4]>/<oid>.
+    prefix: str = "lfs/"
+    # Endpoint of an S3-compatible server (SeaweedFS, MinIO, Ceph RGW); null means AWS.
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    # Credentials; leave null to use the standard AWS chain (env, shared files, instance role).
+    # Prefer MODELREPO_LFS__S3__ACCESS_KEY_ID / ..._SECRET_ACCESS_KEY in the environment file.
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "path"
+    # proxy: bytes flow through the daemon (verified while streaming);
+    # direct: clients get presigned S3 URLs and the daemon checks the object on verify.
+    mode: Literal["proxy", "direct"] = "proxy"
+    # Multipart part size for proxy uploads (S3 needs >= 5 MiB); also the memory per upload.
+    part_size: ByteSize = ByteSize(8 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class LfsSettings:
+    storage: Literal["local", "s3"] = "local"
+    # Largest single object accepted (per-object 422 in the batch response past it).
+    max_object_size: ByteSize = ByteSize(256 * 1024**3)
+    # Objects per batch request (413 past it). git-lfs sends 100.
+    max_batch_objects: int = 1000
+    # Lifetime of the signed action headers and presigned URLs handed out by the batch API.
+    action_expiry: Duration = Duration(3600.0)
+    s3: S3Settings = field(default_factory=S3Settings)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("./data")
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -104,6 +136,15 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     git: GitSettings = field(default_factory=GitSettings)
+    lfs: LfsSettings = field(default_factory=LfsSettings)
+
+    @property
+    def lfs_dir(self) -> Path:
+        return self.data_dir / "lfs"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.data_dir / "secret.key"
 
     @property
     def catalog_path(self) -> Path:
@@ -186,10 +227,6 @@ def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _section_fields(cls: type) -> dict[str, Any]:
-    return {f.name: f.type for f in dataclasses.fields(cls)}
-
-
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """MODELREPO_SECTION__KEY=value (double underscore between levels; single-level keys such as
     MODELREPO_DATA_DIR need none). Values are parsed as YAML scalars so ints and bools work."""
@@ -210,7 +247,9 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             value = raw
         # A path-like or free-text value must stay a string even if it looks like a number.
         if isinstance(value, (int, float)) and path[-1] in {"listen", "public_url", "realm", "binary",
-                                                            "data_dir", "default_branch"}:
+                                                            "data_dir", "default_branch", "bucket", "prefix",
+                                                            "access_key_id", "secret_access_key", "region",
+                                                            "endpoint_url"}:
             value = raw
         _set_path(tree, path, value)
     return tree
@@ -282,12 +321,14 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"server.listen: port must be 0..65535, got {port!r}")
     if s.server.public_url and not re.match(r"^https?://[^/\s]+(/\S*)?$", s.server.public_url):
         raise ConfigError(f"server.public_url: expected an http(s) URL, got {s.server.public_url!r}")
-    for name in ("log.level", "log.format"):
-        section, key = name.split(".")
-        value = getattr(getattr(s, section), key)
-        allowed = get_args(_section_fields(type(getattr(s, section)))[key])
-        if allowed and value not in allowed:
-            raise ConfigError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
+    if s.lfs.storage == "s3" and not s.lfs.s3.bucket:
+        raise ConfigError("lfs.s3.bucket: required when lfs.storage is s3")
+    if s.lfs.s3.part_size < 5 * 1024 * 1024:
+        raise ConfigError("lfs.s3.part_size: S3 needs at least 5 MiB")
+    if s.lfs.max_batch_objects < 1:
+        raise ConfigError("lfs.max_batch_objects: must be at least 1")
+    if s.lfs.s3.endpoint_url and not re.match(r"^https?://[^/\s]+/?$", s.lfs.s3.endpoint_url):
+        raise ConfigError(f"lfs.s3.endpoint_url: expected http(s)://host[:port], got {s.lfs.s3.endpoint_url!r}")
     from .errors import InvalidInput  # noqa: PLC0415 - avoid a cycle at import time
     from .names import check_ref_name  # noqa: PLC0415
 

@@ -55,3 +55,31 @@ models = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.UniqueConstraint("namespace_id", "name_key", name="uq_models_namespace_name"),
 )
+
+# Objects whose verified bytes are in the store (one row per OID, whatever links it).
+lfs_objects = sa.Table(
+    "lfs_objects", metadata,
+    sa.Column("oid", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# An OID is readable through a model only if that model received it: one row per (model, OID).
+lfs_links = sa.Table(
+    "lfs_links", metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("oid", sa.String(64), sa.ForeignKey("lfs_objects.oid", ondelete="RESTRICT"), primary_key=True,
+              index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+lfs_locks = sa.Table(
+    "lfs_locks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("ref", sa.Text, nullable=True),
+    sa.Column("owner_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("locked_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("model_id", "path", name="uq_lfs_locks_model_path"),
+)

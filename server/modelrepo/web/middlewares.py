@@ -9,7 +9,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from ..errors import ModelrepoError, Unauthenticated
-from ..keys import ACCOUNTS, INFLIGHT, SETTINGS
+from ..keys import ACCOUNTS, INFLIGHT, LFS, SETTINGS
+from ..services.action_tokens import PREFIX as ACTION_PREFIX
+from ..services.action_tokens import ActionClaim
 from ..services.access import ANONYMOUS, Identity
 from .auth import parse_authorization
 
@@ -21,6 +23,8 @@ log = structlog.get_logger("modelrepo.http")
 IDENTITY = web.RequestKey("identity", Identity)
 REQUEST_ID = web.RequestKey("request_id", str)
 BYTES_IN = web.RequestKey("bytes_in", int)
+ACTION = web.RequestKey("lfs_action", ActionClaim)
+LFS_TYPE = "application/vnd.git-lfs+json"
 NO_CACHE = {"Cache-Control": "no-cache, max-age=0, must-revalidate", "Pragma": "no-cache",
             "Expires": "Fri, 01 Jan 1980 00:00:00 GMT"}
 
@@ -29,11 +33,22 @@ def identity_of(request: web.Request) -> Identity:
     return request.get(IDENTITY, ANONYMOUS)
 
 
+def is_lfs(request: web.Request) -> bool:
+    return "/info/lfs/" in request.path
+
+
 def error_response(request: web.Request, status: int, code: str, message: str) -> web.Response:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
     headers = dict(NO_CACHE)
+    realm = request.app[SETTINGS].auth.realm
+    if is_lfs(request):
+        # git-lfs error shape; LFS-Authenticate rather than WWW-Authenticate so that browsers do
+        # not prompt and git-lfs asks the git credential helper (docs/api/batch.md).
+        body = json.dumps({"message": message, "request_id": request.get(REQUEST_ID)}).encode()
+        if status == 401:
+            headers["LFS-Authenticate"] = f'Basic realm="{realm}"'
+        return web.Response(status=status, body=body, content_type=LFS_TYPE, headers=headers)
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
     if status == 401:
-        realm = request.app[SETTINGS].auth.realm
         headers["WWW-Authenticate"] = f'Basic realm="{realm}", charset="UTF-8"'
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
@@ -80,6 +95,15 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         if parsed is None:
             raise Unauthenticated("malformed Authorization header")
         user, token = parsed
+        if user is None and token.startswith(ACTION_PREFIX):
+            # A signed LFS action header from a batch response: checked here, bound to its
+            # repository/object/operation by the transfer handler.
+            claim = request.app[LFS].signer.verify(token)
+            if claim is None:
+                raise Unauthenticated("LFS action token invalid or expired; run the command again")
+            request[ACTION] = claim
+            request[IDENTITY] = ANONYMOUS
+            return await handler(request)
         found = await request.app[ACCOUNTS].authenticate(token, user)
         if found is None:
             log.info("auth_failed", user=user, remote=request.remote)

@@ -1,0 +1,91 @@
+"""Short-lived signed tokens for LFS transfer actions.
+
+The batch API hands each action an ``Authorization`` header carrying one of these: it names the
+operation, the model, the OID and its size, and an expiry, signed with the daemon's secret key
+(DATA/secret.key). A transfer needs no catalog lookup to authorize, and a token for one
+repository, object or operation is useless for any other.
+"""
+
+import base64
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+
+PREFIX = "lfs1."
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """32 random bytes, created once (0600, atomically) and shared by every daemon process."""
+    try:
+        key = path.read_bytes()
+        if len(key) >= 32:
+            return key
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secrets.token_bytes(32))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # never replaces a key another process just wrote
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    return path.read_bytes()
+
+
+@dataclass(frozen=True)
+class ActionClaim:
+    operation: str  # "upload" | "download" | "verify"
+    model_id: int
+    oid: str
+    size: int
+    expires: int
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class ActionSigner:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def sign(self, operation: str, model_id: int, oid: str, size: int, ttl: float) -> str:
+        expires = int(time.time() + ttl)
+        payload = f"{operation}:{model_id}:{oid}:{size}:{expires}".encode()
+        mac = hmac.new(self._key, payload, sha256).digest()
+        return PREFIX + _b64(payload) + "." + _b64(mac)
+
+    def verify(self, token: str) -> ActionClaim | None:
+        """The claim if the token is authentic and unexpired, else None."""
+        if not token.startswith(PREFIX):
+            return None
+        try:
+            payload_b64, mac_b64 = token[len(PREFIX):].split(".")
+            payload, mac = _unb64(payload_b64), _unb64(mac_b64)
+        except (ValueError, TypeError):
+            return None
+        if not hmac.compare_digest(hmac.new(self._key, payload, sha256).digest(), mac):
+            return None
+        try:
+            op, model_id, oid, size, expires = payload.decode().split(":")
+            claim = ActionClaim(op, int(model_id), oid, int(size), int(expires))
+        except ValueError:
+            return None
+        if claim.expires < time.time():
+            return None
+        return claim

@@ -1,0 +1,218 @@
+"""Git LFS use cases: batch planning, verified uploads, per-repository links, downloads.
+
+The catalog is the authority on what a repository may read: ``lfs_links`` rows, written only after
+the bytes were verified against the OID. Knowing a hash is never enough: an OID the store holds for
+another tenant is a per-object 404 on download here, and an upload of it must send (and we verify)
+every byte before the link is made — the store still keeps one copy.
+"""
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ..catalog.db import Catalog
+from ..catalog.schema import lfs_links, lfs_objects
+from ..errors import Conflict, IntegrityError, NotFound, TooLarge, Unprocessable
+from ..settings import LfsSettings
+from ..storage.base import ObjectStore, Verifier, rechunk
+from .access import Identity
+from .action_tokens import ActionSigner
+from .models import Model, Models
+
+OID_RE = re.compile(r"^[0-9a-f]{64}$")
+OPERATIONS = ("upload", "download")
+
+
+def check_oid(oid: object) -> str:
+    if not isinstance(oid, str) or not OID_RE.match(oid):
+        raise Unprocessable(f"invalid OID {oid!r}: expected 64 lowercase hex characters (sha256)")
+    return oid
+
+
+@dataclass(frozen=True)
+class Urls:
+    """Where this repository's LFS endpoints are, as the client reached us."""
+
+    lfs_base: str  # e.g. http://host:port/acme/bert.git/info/lfs
+
+    def object(self, oid: str) -> str:
+        return f"{self.lfs_base}/objects/{oid}"
+
+    @property
+    def verify(self) -> str:
+        return f"{self.lfs_base}/verify"
+
+
+class Lfs:
+    def __init__(self, catalog: Catalog, models: Models, store: ObjectStore, signer: ActionSigner,
+                 settings: LfsSettings) -> None:
+        self.catalog = catalog
+        self.models = models
+        self.store = store
+        self.signer = signer
+        self.settings = settings
+        self.direct = settings.storage == "s3" and settings.s3.mode == "direct"
+
+    # -- batch ---------------------------------------------------------------------------------
+    async def batch(self, identity: Identity, namespace: str, name: str, body: dict, urls: Urls) -> dict:
+        operation = body.get("operation")
+        if operation not in OPERATIONS:
+            raise Unprocessable(f"unknown operation {operation!r}: expected upload or download")
+        model = await (self.models.for_write if operation == "upload" else self.models.for_read)(
+            identity, namespace, name)
+        transfers = body.get("transfers") or ["basic"]
+        if not isinstance(transfers, list) or "basic" not in transfers:
+            raise Unprocessable(f"no supported transfer adapter in {transfers!r}: this server speaks 'basic'")
+        ref = body.get("ref")
+        if ref is not None and not isinstance(ref, dict):
+            raise Unprocessable("ref must be an object like {\"name\": \"refs/heads/main\"}")
+        hash_algo = body.get("hash_algo", "sha256")
+        objects = body.get("objects")
+        if not isinstance(objects, list):
+            raise Unprocessable("objects must be a list")
+        if len(objects) > self.settings.max_batch_objects:
+            raise TooLarge(f"{len(objects)} objects in one batch; the limit is {self.settings.max_batch_objects}")
+
+        wanted = [o["oid"] for o in objects if isinstance(o, dict) and isinstance(o.get("oid"), str)
+                  and OID_RE.match(o["oid"])]
+        linked = await self._linked_sizes(model.id, wanted)
+        out = []
+        for obj in objects:
+            out.append(self._plan(model, operation, obj, hash_algo, linked, urls))
+        return {"transfer": "basic", "objects": out, "hash_algo": "sha256"}
+
+    def _plan(self, model: Model, operation: str, obj: object, hash_algo: object, linked: dict[str, int],
+              urls: Urls) -> dict:
+        if not isinstance(obj, dict):
+            return {"oid": "", "size": 0, "error": {"code": 422, "message": "object must be {oid, size}"}}
+        oid, size = obj.get("oid"), obj.get("size")
+        entry: dict = {"oid": oid if isinstance(oid, str) else str(oid), "size": size if _is_size(size) else 0}
+        if hash_algo != "sha256":
+            entry["error"] = {"code": 409, "message": f"unsupported hash_algo {hash_algo!r}: this server uses sha256"}
+            return entry
+        if not isinstance(oid, str) or not OID_RE.match(oid):
+            entry["error"] = {"code": 422, "message": "invalid OID: expected 64 lowercase hex characters"}
+            return entry
+        if not _is_size(size):
+            entry["error"] = {"code": 422, "message": f"invalid size {size!r}: expected an integer >= 0"}
+            return entry
+        if size > self.settings.max_object_size:
+            entry["error"] = {"code": 422, "message": f"object of {size} bytes exceeds the limit of "
+                                                      f"{self.settings.max_object_size} bytes"}
+            return entry
+        stored = linked.get(oid)
+        ttl = self.settings.action_expiry
+        # Tell the client to re-batch a little before the token really expires.
+        expires_in = max(int(ttl) - 30, 1)
+        if operation == "download":
+            if stored is None:
+                entry["error"] = {"code": 404, "message": "object not found in this repository"}
+            elif stored != size:
+                entry["error"] = {"code": 422, "message": f"size {size} does not match the stored object ({stored})"}
+            else:
+                entry["authenticated"] = True
+                entry["actions"] = {"download": self._download_action(model, oid, size, urls, ttl, expires_in)}
+            return entry
+        if stored is not None:
+            if stored != size:
+                entry["error"] = {"code": 422, "message": f"size {size} does not match the stored object ({stored})"}
+            # Present and linked: no actions, the client skips it.
+            return entry
+        entry["authenticated"] = True
+        entry["actions"] = {
+            "upload": self._upload_action(model, oid, size, urls, ttl, expires_in),
+            "verify": {"href": urls.verify, "expires_in": expires_in,
+                       "header": {"Authorization": "Bearer " + self.signer.sign("verify", model.id, oid, size, ttl)}},
+        }
+        return entry
+
+    def _upload_action(self, model: Model, oid: str, size: int, urls: Urls, ttl: float, expires_in: int) -> dict:
+        if self.direct:
+            p = self.store.presign_upload(oid, size, ttl)  # type: ignore[attr-defined]
+            return {"href": p.href, "header": p.header, "expires_in": expires_in}
+        token = self.signer.sign("upload", model.id, oid, size, ttl)
+        return {"href": urls.object(oid), "header": {"Authorization": "Bearer " + token}, "expires_in": expires_in}
+
+    def _download_action(self, model: Model, oid: str, size: int, urls: Urls, ttl: float, expires_in: int) -> dict:
+        if self.direct:
+            p = self.store.presign_download(oid, size, ttl)  # type: ignore[attr-defined]
+            return {"href": p.href, "header": p.header, "expires_in": expires_in}
+        token = self.signer.sign("download", model.id, oid, size, ttl)
+        return {"href": urls.object(oid), "header": {"Authorization": "Bearer " + token}, "expires_in": expires_in}
+
+    # -- links ---------------------------------------------------------------------------------
+    async def _linked_sizes(self, model_id: int, oids: list[str]) -> dict[str, int]:
+        if not oids:
+            return {}
+        found: dict[str, int] = {}
+        async with self.catalog.read() as conn:
+            for i in range(0, len(oids), 500):  # stay under SQLite's bound-parameter limit
+                rows = await conn.execute(
+                    sa.select(lfs_objects.c.oid, lfs_objects.c.size)
+                    .join(lfs_links, lfs_links.c.oid == lfs_objects.c.oid)
+                    .where(lfs_links.c.model_id == model_id, lfs_links.c.oid.in_(oids[i:i + 500])))
+                found.update({r.oid: r.size for r in rows})
+        return found
+
+    async def linked_size(self, model_id: int, oid: str) -> int | None:
+        return (await self._linked_sizes(model_id, [oid])).get(oid)
+
+    async def _record(self, model_id: int, oid: str, size: int) -> None:
+        """The object's bytes are verified and in the store: record it and link it, in one transaction."""
+        now = time.time()
+        async with self.catalog.tx() as conn:
+            await conn.execute(sqlite_insert(lfs_objects).values(oid=oid, size=size, created_at=now)
+                               .on_conflict_do_nothing(index_elements=["oid"]))
+            await conn.execute(sqlite_insert(lfs_links).values(model_id=model_id, oid=oid, created_at=now)
+                               .on_conflict_do_nothing(index_elements=["model_id", "oid"]))
+
+    async def known_size(self, oid: str) -> int | None:
+        async with self.catalog.read() as conn:
+            return (await conn.execute(sa.select(lfs_objects.c.size).where(lfs_objects.c.oid == oid))).scalar()
+
+    # -- transfers -------------------------------------------------------------------------------
+    async def receive(self, model_id: int, oid: str, size: int, chunks: AsyncIterator[bytes]) -> None:
+        """A verified upload. If the store already holds the OID (another repository sent it), the
+        bytes are still hashed in full — proof of possession — but not written a second time."""
+        check_oid(oid)
+        known = await self.known_size(oid)
+        if known is not None and known != size:
+            raise Conflict(f"an object with this OID is stored with size {known}, not {size}")
+        if known is not None and await self.store.stat(oid) == size:
+            verifier = Verifier(oid, size)
+            async for chunk in rechunk(chunks, 1024 * 1024):
+                await asyncio.to_thread(verifier.update, chunk)
+            verifier.finish()
+        else:
+            await self.store.put(oid, size, chunks)
+        await self._record(model_id, oid, size)
+
+    async def verify(self, model_id: int, oid: str, size: int) -> None:
+        """The client's post-upload check. In S3 direct mode this is where the object the client put
+        straight into the bucket is checked and, if good, linked."""
+        check_oid(oid)
+        stored = await self.linked_size(model_id, oid)
+        if stored is None and self.direct:
+            await self.store.verify_upload(oid, size)  # type: ignore[attr-defined]
+            await self._record(model_id, oid, size)
+            return
+        if stored is None:
+            raise NotFound("object not found in this repository")
+        if stored != size:
+            raise IntegrityError(f"size {size} does not match the stored object ({stored})")
+
+    async def readable_size(self, model_id: int, oid: str) -> int:
+        check_oid(oid)
+        size = await self.linked_size(model_id, oid)
+        if size is None:
+            raise NotFound("object not found in this repository")
+        return size
+
+
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

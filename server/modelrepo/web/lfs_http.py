@@ -1,0 +1,234 @@
+"""Git LFS over HTTP: the batch API, basic transfers (PUT/GET/verify) and the locking API.
+
+Transfer requests are authorized by the signed action header the batch response handed out (no
+catalog lookup), or by the user's own credentials if a client calls them directly.
+"""
+
+import json
+import re
+
+from aiohttp import web
+
+from ..errors import InvalidInput, ModelrepoError, NotFound, TooLarge, Unauthenticated, UnsupportedMediaType
+from ..keys import LFS, LOCKS, MODELS, SETTINGS
+from ..services.action_tokens import ActionClaim
+from ..services.lfs import Urls, check_oid
+from ..services.locks import LockConflict
+from ..services.models import Model
+from .middlewares import ACTION, BYTES_IN, REQUEST_ID, identity_of
+
+LFS_TYPE = "application/vnd.git-lfs+json"
+_JSON_TYPES = (LFS_TYPE, "application/json")
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class NotAcceptable(ModelrepoError):
+    status = 406
+    code = "not_acceptable"
+
+
+def lfs_json(request: web.Request, data: dict, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(data).encode(), content_type=LFS_TYPE,
+                        headers={"Cache-Control": "no-cache"})
+
+
+def _repo(request: web.Request) -> tuple[str, str]:
+    name = request.match_info["name"]
+    return request.match_info["ns"], name[:-4] if name.endswith(".git") else name
+
+
+def _check_media_types(request: web.Request) -> None:
+    ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if ctype not in _JSON_TYPES:
+        raise UnsupportedMediaType(f"Content-Type must be {LFS_TYPE}")
+    accept = request.headers.get("Accept")
+    if accept:
+        kinds = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+        if not kinds & {LFS_TYPE, "application/json", "*/*", "application/*"}:
+            raise NotAcceptable(f"this endpoint answers {LFS_TYPE}")
+
+
+async def _json_body(request: web.Request) -> dict:
+    _check_media_types(request)
+    limit = request.app[SETTINGS].limits.max_json_body
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise TooLarge(f"request body larger than {limit} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    return body
+
+
+def lfs_urls(request: web.Request, model: Model) -> Urls:
+    settings = request.app[SETTINGS]
+    base = settings.server.public_url.rstrip("/") if settings.server.public_url else str(request.url.origin())
+    return Urls(f"{base}/{model.namespace}/{model.name}.git/info/lfs")
+
+
+async def batch(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    ns, name = _repo(request)
+    # Resolve first so the URLs carry the model's canonical spelling.
+    models = request.app[MODELS]
+    model = await models.for_read(identity_of(request), ns, name)
+    result = await request.app[LFS].batch(identity_of(request), ns, name, body, lfs_urls(request, model))
+    return lfs_json(request, result)
+
+
+async def _transfer_model(request: web.Request, operation: str, oid: str) -> tuple[Model, ActionClaim | None]:
+    """The model this transfer is for, authorized by an action token or by the caller's identity."""
+    ns, name = _repo(request)
+    models = request.app[MODELS]
+    claim: ActionClaim | None = request.get(ACTION)
+    if claim is None:
+        check = models.for_read if operation == "download" else models.for_write
+        return await check(identity_of(request), ns, name), None
+    model = await models.find(ns, name)
+    if model is None or claim.model_id != model.id or claim.operation != operation or claim.oid != oid:
+        raise Unauthenticated("this action token is not valid for this object")
+    return model, claim
+
+
+async def upload(request: web.Request) -> web.Response:
+    oid = check_oid(request.match_info["oid"])
+    model, claim = await _transfer_model(request, "upload", oid)
+    length = request.content_length
+    if claim is not None:
+        size = claim.size
+    elif length is not None:
+        size = length
+    else:
+        raise InvalidInput("Content-Length is required")
+    if length is not None and length != size:
+        raise InvalidInput(f"Content-Length {length} does not match the object size {size}")
+
+    async def counted():
+        async for chunk in request.content.iter_chunked(256 * 1024):
+            request[BYTES_IN] = request.get(BYTES_IN, 0) + len(chunk)
+            yield chunk
+
+    await request.app[LFS].receive(model.id, oid, size, counted())
+    return web.Response(status=200)
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    oid = check_oid(request.match_info["oid"])
+    model, _ = await _transfer_model(request, "download", oid)
+    lfs = request.app[LFS]
+    size = await lfs.readable_size(model.id, oid)
+    headers = {"Cache-Control": "private, max-age=0", "Content-Type": "application/octet-stream"}
+    path = lfs.store.local_path(oid)
+    if path is not None:
+        if not path.is_file():
+            raise NotFound("object missing from storage", code="object_missing")
+        # sendfile(2) zero-copy, Range/If-Range handled by aiohttp.
+        return web.FileResponse(path, chunk_size=1024 * 1024, headers=headers)
+    start, end = parse_range(request.headers.get("Range"), size)
+    status = 206 if (start, end) != (0, size) and request.headers.get("Range") else 200
+    resp = web.StreamResponse(status=status, headers={**headers, "Accept-Ranges": "bytes"})
+    resp.content_length = end - start
+    if status == 206:
+        resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    await resp.prepare(request)
+    async for chunk in lfs.store.read(oid, start, end):
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+class RangeNotSatisfiable(ModelrepoError):
+    status = 416
+    code = "range_not_satisfiable"
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int]:
+    """[start, end) for a single 'bytes=' range; the whole object when absent or unparseable."""
+    if not header:
+        return 0, size
+    m = _RANGE_RE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return 0, size
+    first, last = m.group(1), m.group(2)
+    if first:
+        start = int(first)
+        end = min(int(last) + 1, size) if last else size
+    else:
+        start, end = max(size - int(last), 0), size
+    if start >= size or start >= end:
+        raise RangeNotSatisfiable(f"range {header} not satisfiable for {size} bytes")
+    return start, end
+
+
+async def verify(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    oid = check_oid(body.get("oid"))
+    size = body.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidInput("size must be an integer >= 0")
+    model, claim = await _transfer_model(request, "verify", oid)
+    if claim is not None and claim.size != size:
+        raise Unauthenticated("this action token is not valid for this object")
+    await request.app[LFS].verify(model.id, oid, size)
+    return lfs_json(request, {"oid": oid, "size": size})
+
+
+# -- locks ------------------------------------------------------------------------------------
+
+async def _lock_model(request: web.Request, write: bool) -> Model:
+    ns, name = _repo(request)
+    models = request.app[MODELS]
+    identity = identity_of(request)
+    return await (models.for_write if write else models.for_read)(identity, ns, name)
+
+
+async def create_lock(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    model = await _lock_model(request, write=True)
+    ref = (body.get("ref") or {}).get("name") if isinstance(body.get("ref"), dict) else None
+    try:
+        lock = await request.app[LOCKS].create(identity_of(request), model, body.get("path"), ref)
+    except LockConflict as exc:
+        return lfs_json(request, {"lock": exc.lock, "message": exc.message, "request_id": request[REQUEST_ID]}, 409)
+    return lfs_json(request, {"lock": lock}, 201)
+
+
+async def list_locks(request: web.Request) -> web.Response:
+    model = await _lock_model(request, write=False)
+    q = request.query
+    result = await request.app[LOCKS].list(model, path=q.get("path") or None, lock_id=q.get("id") or None,
+                                           cursor=q.get("cursor"), limit=q.get("limit"))
+    return lfs_json(request, result)
+
+
+async def verify_locks(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    model = await _lock_model(request, write=True)
+    result = await request.app[LOCKS].verify(identity_of(request), model, body.get("cursor"), body.get("limit"))
+    return lfs_json(request, result)
+
+
+async def unlock(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    model = await _lock_model(request, write=True)
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidInput("force must be a boolean")
+    lock = await request.app[LOCKS].unlock(identity_of(request), model, request.match_info["id"], force)
+    return lfs_json(request, {"lock": lock})
+
+
+def add_routes(app: web.Application) -> None:
+    base = "/{ns}/{name}/info/lfs"
+    app.router.add_post(base + "/objects/batch", batch)
+    app.router.add_put(base + "/objects/{oid}", upload)
+    app.router.add_get(base + "/objects/{oid}", download)
+    app.router.add_post(base + "/verify", verify)
+    app.router.add_post(base + "/locks", create_lock)
+    app.router.add_get(base + "/locks", list_locks)
+    app.router.add_post(base + "/locks/verify", verify_locks)
+    app.router.add_post(base + "/locks/{id}/unlock", unlock)
+
