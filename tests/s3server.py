@@ -8,9 +8,15 @@
 
 Every TCP port weed mini opens is chosen explicitly (free loopback ports),
 everything binds to 127.0.0.1 only, WebDAV / Iceberg / Lance / admin UI /
-telemetry are disabled, and the data dir, unix sockets and logs live in a
-private temporary workdir, so several servers can run side by side.
-Requests must be SigV4-signed with the generated admin identity.
+telemetry are disabled, and the data dir, log (weed.log) and the filer/S3
+unix sockets live in a private temporary workdir, so several servers can run
+side by side.  (weed hard-codes its gRPC unix sockets as
+/tmp/seaweedfs-<svc>-grpc-<port>.sock; they are unique per port and removed
+by stop().)  Requests must be SigV4-signed with the generated admin identity;
+anonymous requests get 403 AccessDenied.
+
+Works with aiobotocore/botocore defaults; path-style addressing is required:
+AioConfig(s3={"addressing_style": "path"}, signature_version="s3v4").
 """
 
 from __future__ import annotations
@@ -305,18 +311,19 @@ def _wait_ready(srv: S3Server, bucket: str, timeout: float) -> None:
             status, body = signed_request(
                 "GET", bucket_url + "?list-type=2&max-keys=1", srv.access_key, srv.secret_key
             )
-        except OSError as e:  # connection refused / reset while starting
-            last = repr(e)
-        else:
             if status == 200:
                 return
             last = f"HTTP {status}: {body[:300]!r}"
             if status == 404 and b"NoSuchBucket" in body and not tried_create:
-                # -bucket normally pre-creates it; fall back to CreateBucket
+                # S3 usually answers before weed's own -bucket creation ran;
+                # CreateBucket ourselves (a race with weed is harmless).
                 tried_create = True
                 st, b = signed_request("PUT", bucket_url, srv.access_key, srv.secret_key)
                 if st == 400:
                     raise RuntimeError(f"cannot create bucket {bucket!r}: {b[:300]!r}")
+                continue
+        except OSError as e:  # connection refused / reset while starting
+            last = repr(e)
         time.sleep(0.1)
     raise RuntimeError(
         f"SeaweedFS S3 at {srv.endpoint} not ready after {timeout}s "

@@ -11,11 +11,27 @@ from ..helpers import start_daemon
 LFS_MODES = ["local", "s3-proxy", "s3-direct"]
 
 
+BUCKET = "modelrepo-test"
+
+
+def s3_client(server):
+    """A plain (sync) botocore client, to look at the bucket independently of the daemon."""
+    import botocore.session
+    from botocore.config import Config
+
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=server.endpoint, region_name=server.region, aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                      request_checksum_calculation="when_required", response_checksum_validation="when_required"))
+
+
 @pytest.fixture(scope="session")
 def s3_server():
+    """A real S3 server (SeaweedFS `weed mini`) on free loopback ports, for the whole session."""
     from ..s3server import start_s3_server
 
-    server = start_s3_server()
+    server = start_s3_server(BUCKET)
     yield server
     server.stop()
 
@@ -55,13 +71,13 @@ def lfs_daemon(request):
     if mode.startswith("s3"):
         server = request.getfixturevalue("s3_server")
         prefix = f"t{int(time.time() * 1000)}/"
-        env = {"MODELREPO_LFS__STORAGE": "s3", "MODELREPO_LFS__S3__BUCKET": server.bucket,
+        env = {"MODELREPO_LFS__STORAGE": "s3", "MODELREPO_LFS__S3__BUCKET": BUCKET,
                "MODELREPO_LFS__S3__PREFIX": prefix, "MODELREPO_LFS__S3__ENDPOINT_URL": server.endpoint,
                "MODELREPO_LFS__S3__ACCESS_KEY_ID": server.access_key,
                "MODELREPO_LFS__S3__SECRET_ACCESS_KEY": server.secret_key,
                "MODELREPO_LFS__S3__REGION": server.region,
                "MODELREPO_LFS__S3__MODE": mode.removeprefix("s3-")}
-        probe_args = {"s3": server.client(), "bucket": server.bucket, "prefix": prefix}
+        probe_args = {"s3": s3_client(server), "bucket": BUCKET, "prefix": prefix}
     d = start_daemon(extra_env=env)
     probe = StoreProbe(d, mode, **probe_args)
     d.lfs_mode = mode

@@ -50,6 +50,8 @@ class ActionClaim:
     oid: str
     size: int
     expires: int
+    # Extra binding, e.g. the staging key of an S3 direct upload that verify must check.
+    nonce: str = ""
 
 
 def _b64(data: bytes) -> str:
@@ -64,9 +66,11 @@ class ActionSigner:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def sign(self, operation: str, model_id: int, oid: str, size: int, ttl: float) -> str:
+    def sign(self, operation: str, model_id: int, oid: str, size: int, ttl: float, nonce: str = "") -> str:
+        if ":" in nonce:
+            raise ValueError("nonce must not contain ':'")
         expires = int(time.time() + ttl)
-        payload = f"{operation}:{model_id}:{oid}:{size}:{expires}".encode()
+        payload = f"{operation}:{model_id}:{oid}:{size}:{expires}:{nonce}".encode()
         mac = hmac.new(self._key, payload, sha256).digest()
         return PREFIX + _b64(payload) + "." + _b64(mac)
 
@@ -82,8 +86,8 @@ class ActionSigner:
         if not hmac.compare_digest(hmac.new(self._key, payload, sha256).digest(), mac):
             return None
         try:
-            op, model_id, oid, size, expires = payload.decode().split(":")
-            claim = ActionClaim(op, int(model_id), oid, int(size), int(expires))
+            op, model_id, oid, size, expires, nonce = payload.decode().split(":")
+            claim = ActionClaim(op, int(model_id), oid, int(size), int(expires), nonce)
         except ValueError:
             return None
         if claim.expires < time.time():

@@ -8,6 +8,7 @@ every byte before the link is made — the store still keeps one copy.
 
 import asyncio
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -83,10 +84,10 @@ class Lfs:
         linked = await self._linked_sizes(model.id, wanted)
         out = []
         for obj in objects:
-            out.append(self._plan(model, operation, obj, hash_algo, linked, urls))
+            out.append(await self._plan(model, operation, obj, hash_algo, linked, urls))
         return {"transfer": "basic", "objects": out, "hash_algo": "sha256"}
 
-    def _plan(self, model: Model, operation: str, obj: object, hash_algo: object, linked: dict[str, int],
+    async def _plan(self, model: Model, operation: str, obj: object, hash_algo: object, linked: dict[str, int],
               urls: Urls) -> dict:
         if not isinstance(obj, dict):
             return {"oid": "", "size": 0, "error": {"code": 422, "message": "object must be {oid, size}"}}
@@ -116,7 +117,8 @@ class Lfs:
                 entry["error"] = {"code": 422, "message": f"size {size} does not match the stored object ({stored})"}
             else:
                 entry["authenticated"] = True
-                entry["actions"] = {"download": self._download_action(model, oid, size, urls, ttl, expires_in)}
+                entry["actions"] = {"download": await self._download_action(model, oid, size, urls, ttl,
+                                                                           expires_in)}
             return entry
         if stored is not None:
             if stored != size:
@@ -124,23 +126,28 @@ class Lfs:
             # Present and linked: no actions, the client skips it.
             return entry
         entry["authenticated"] = True
+        nonce = ""
+        if self.direct and self.store.can_presign_upload(size):  # type: ignore[attr-defined]
+            # Straight to S3, into a one-off staging key that verify checks and moves into place.
+            nonce = secrets.token_hex(16)
+            p = await self.store.presign_upload(oid, nonce, ttl)  # type: ignore[attr-defined]
+            upload = {"href": p.href, "header": p.header, "expires_in": expires_in}
+        else:
+            token = self.signer.sign("upload", model.id, oid, size, ttl)
+            upload = {"href": urls.object(oid), "header": {"Authorization": "Bearer " + token},
+                      "expires_in": expires_in}
+        verify_token = self.signer.sign("verify", model.id, oid, size, ttl, nonce)
         entry["actions"] = {
-            "upload": self._upload_action(model, oid, size, urls, ttl, expires_in),
+            "upload": upload,
             "verify": {"href": urls.verify, "expires_in": expires_in,
-                       "header": {"Authorization": "Bearer " + self.signer.sign("verify", model.id, oid, size, ttl)}},
+                       "header": {"Authorization": "Bearer " + verify_token}},
         }
         return entry
 
-    def _upload_action(self, model: Model, oid: str, size: int, urls: Urls, ttl: float, expires_in: int) -> dict:
+    async def _download_action(self, model: Model, oid: str, size: int, urls: Urls, ttl: float,
+                               expires_in: int) -> dict:
         if self.direct:
-            p = self.store.presign_upload(oid, size, ttl)  # type: ignore[attr-defined]
-            return {"href": p.href, "header": p.header, "expires_in": expires_in}
-        token = self.signer.sign("upload", model.id, oid, size, ttl)
-        return {"href": urls.object(oid), "header": {"Authorization": "Bearer " + token}, "expires_in": expires_in}
-
-    def _download_action(self, model: Model, oid: str, size: int, urls: Urls, ttl: float, expires_in: int) -> dict:
-        if self.direct:
-            p = self.store.presign_download(oid, size, ttl)  # type: ignore[attr-defined]
+            p = await self.store.presign_download(oid, ttl)  # type: ignore[attr-defined]
             return {"href": p.href, "header": p.header, "expires_in": expires_in}
         token = self.signer.sign("download", model.id, oid, size, ttl)
         return {"href": urls.object(oid), "header": {"Authorization": "Bearer " + token}, "expires_in": expires_in}
@@ -192,13 +199,16 @@ class Lfs:
             await self.store.put(oid, size, chunks)
         await self._record(model_id, oid, size)
 
-    async def verify(self, model_id: int, oid: str, size: int) -> None:
+    async def verify(self, model_id: int, oid: str, size: int, nonce: str = "") -> None:
         """The client's post-upload check. In S3 direct mode this is where the object the client put
-        straight into the bucket is checked and, if good, linked."""
+        into its staging key is checked, moved into place and linked."""
         check_oid(oid)
         stored = await self.linked_size(model_id, oid)
-        if stored is None and self.direct:
-            await self.store.verify_upload(oid, size)  # type: ignore[attr-defined]
+        if stored is None and self.direct and nonce:
+            known = await self.known_size(oid)
+            if known is not None and known != size:
+                raise Conflict(f"an object with this OID is stored with size {known}, not {size}")
+            await self.store.verify_upload(oid, size, nonce)  # type: ignore[attr-defined]
             await self._record(model_id, oid, size)
             return
         if stored is None:

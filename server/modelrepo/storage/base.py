@@ -77,3 +77,16 @@ async def rechunk(chunks: AsyncIterator[bytes], target: int) -> AsyncIterator[by
             buf.clear()
     if buf:
         yield bytes(buf)
+
+
+async def fixed_chunks(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """Exactly ``size``-byte pieces, the last one shorter: S3 multipart parts must all be at
+    least 5 MiB except the last."""
+    buf = bytearray()
+    async for chunk in chunks:
+        buf += chunk
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)
