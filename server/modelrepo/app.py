@@ -9,15 +9,36 @@ from aiohttp import web
 
 from .catalog.db import Catalog
 from .drain import InFlight
-from .keys import ACCOUNTS, CATALOG, GIT, INFLIGHT, LFS, LOCKS, MODELS, PUSHES, SETTINGS
+from .keys import (
+    ACCOUNTS,
+    CATALOG,
+    DEPLOYMENTS,
+    GIT,
+    INFLIGHT,
+    LFS,
+    LOCKS,
+    MODELS,
+    PUSHES,
+    RECEIVE,
+    REFS,
+    SETTINGS,
+    WEBHOOKS,
+    WORKER,
+)
 from .services import repos
 from .services.accounts import Accounts
 from .services.action_tokens import ActionSigner, load_or_create_key
+from .services.deployments import Deployments
 from .services.git_rpc import GitRunner
 from .services.lfs import Lfs
 from .services.locks import Locks
 from .services.models import Models
+from .services.push_effects import PushEffects
 from .services.pushes import PushSessions
+from .services.receive import Receive
+from .services.ref_changes import RefChanges
+from .services.webhook_worker import WebhookWorker
+from .services.webhooks import Webhooks
 from .settings import Settings
 from .storage import open_store
 from .web import api, git_http, lfs_http
@@ -38,13 +59,22 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[CATALOG] = catalog
     app[ACCOUNTS] = accounts
-    app[MODELS] = Models(catalog, accounts, repos.RepoStore(settings.repos_dir), settings.git.default_branch)
+    worker = WebhookWorker(catalog, settings.webhooks)
+    app[WORKER] = worker
+    app[WEBHOOKS] = Webhooks(catalog, settings.webhooks, worker.wake)
+    models = Models(catalog, accounts, repos.RepoStore(settings.repos_dir), settings.git.default_branch, worker.wake)
+    app[MODELS] = models
     app[GIT] = GitRunner(settings.git.binary)
+    effects = PushEffects(catalog, models.path, worker.wake)
+    app[DEPLOYMENTS] = Deployments(catalog, models, tuple(settings.deploy.required_fields), worker.wake,
+                                   lambda m: f"{settings.server.base_url()}/{m.full_name}.git")
+    app[REFS] = RefChanges(models, effects, app[DEPLOYMENTS])
     app[PUSHES] = PushSessions()
     app[INFLIGHT] = InFlight()
     signer = ActionSigner(load_or_create_key(settings.secret_key_path))
     app[LFS] = Lfs(catalog, app[MODELS], open_store(settings), signer, settings.lfs)
     app[LOCKS] = Locks(catalog)
+    app[RECEIVE] = Receive(settings, models, app[LFS], app[DEPLOYMENTS], effects, app[GIT])
 
     api.add_routes(app)
     # {name} may carry the ".git" suffix or not; the handlers strip it.
@@ -55,6 +85,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(_reinstall_hooks)
     app.cleanup_ctx.append(_internal_socket)
+    app.cleanup_ctx.append(_webhook_worker)
     app.on_cleanup.append(_close_catalog)
     return app
 
@@ -90,6 +121,16 @@ async def _internal_socket(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await runner.cleanup()
+
+
+async def _webhook_worker(app: web.Application) -> AsyncIterator[None]:
+    """Deliveries pending from before a restart (or a crash) go out as soon as we start."""
+    worker = app[WORKER]
+    await worker.start()
+    try:
+        yield
+    finally:
+        await worker.stop()
 
 
 def make_runner(app: web.Application) -> web.AppRunner:

@@ -5,11 +5,16 @@ from aiohttp import web
 from .catalog.db import Catalog
 from .drain import InFlight
 from .services.accounts import Accounts
+from .services.deployments import Deployments
 from .services.git_rpc import GitRunner
 from .services.lfs import Lfs
 from .services.locks import Locks
 from .services.models import Models
 from .services.pushes import PushSessions
+from .services.receive import Receive
+from .services.ref_changes import RefChanges
+from .services.webhook_worker import WebhookWorker
+from .services.webhooks import Webhooks
 from .settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -21,3 +26,8 @@ PUSHES = web.AppKey("pushes", PushSessions)
 INFLIGHT = web.AppKey("inflight", InFlight)
 LFS = web.AppKey("lfs", Lfs)
 LOCKS = web.AppKey("locks", Locks)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
+WORKER = web.AppKey("webhook_worker", WebhookWorker)
+DEPLOYMENTS = web.AppKey("deployments", Deployments)
+REFS = web.AppKey("ref_changes", RefChanges)
+RECEIVE = web.AppKey("receive", Receive)

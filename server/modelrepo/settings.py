@@ -96,6 +96,39 @@ class GitSettings:
     default_branch: str = "main"
 
 
+DEFAULT_WEIGHT_PATTERNS = ("*.bin", "*.safetensors", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.onnx", "*.gguf",
+                           "*.tflite", "*.pb", "*.msgpack", "*.zip", "*.tar", "*.gz", "*.npz", "*.pkl", "*.joblib")
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    # A blob larger than this that is not an LFS pointer is refused.
+    max_plain_blob: ByteSize = ByteSize(10 * 1024 * 1024)
+    # File names (fnmatch on the base name) that must be LFS pointers whatever their size.
+    weight_patterns: tuple[str, ...] = DEFAULT_WEIGHT_PATTERNS
+    # JSON Schema for README.md front matter; null means the bundled config/model-card.schema.json.
+    model_card_schema: Path | None = None
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    # Seconds one delivery attempt may take.
+    timeout: Duration = Duration(10.0)
+    # Attempts before a delivery is marked failed (it can still be redelivered by hand).
+    max_attempts: int = 8
+    # Backoff: base * 2^(attempt-1), capped, with +-50% jitter.
+    backoff_base: Duration = Duration(2.0)
+    backoff_max: Duration = Duration(600.0)
+    # Hosts webhooks may target (exact names or IPs); empty means any. Guards against SSRF.
+    allowed_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    # Model card fields a tag must carry to be deployed.
+    required_fields: tuple[str, ...] = ("library_name", "pipeline_tag")
+
+
 @dataclass(frozen=True)
 class S3Settings:
     bucket: str = ""
@@ -137,6 +170,9 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     git: GitSettings = field(default_factory=GitSettings)
     lfs: LfsSettings = field(default_factory=LfsSettings)
+    push: PushSettings = field(default_factory=PushSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
 
     @property
     def lfs_dir(self) -> Path:
@@ -325,6 +361,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("lfs.s3.bucket: required when lfs.storage is s3")
     if s.lfs.s3.part_size < 5 * 1024 * 1024:
         raise ConfigError("lfs.s3.part_size: S3 needs at least 5 MiB")
+    if s.webhooks.max_attempts < 1:
+        raise ConfigError("webhooks.max_attempts: must be at least 1")
     if s.lfs.max_batch_objects < 1:
         raise ConfigError("lfs.max_batch_objects: must be at least 1")
     if s.lfs.s3.endpoint_url and not re.match(r"^https?://[^/\s]+/?$", s.lfs.s3.endpoint_url):

@@ -215,7 +215,10 @@ async def test_tags_and_branches(acme, settings):
     assert (await api.call("alice", "DELETE", base + "/branches/main")).status == 409
     assert (await api.call("alice", "DELETE", base + "/branches/exp/one")).status == 204
     assert (await api.call("alice", "DELETE", base + "/branches/exp/one")).status == 404
-    assert (await api.call("alice", "DELETE", base + "/tags/release/v1")).status == 204
+    # Tags are immutable releases: a writer cannot delete one, a namespace admin can.
+    r = await api.call("alice", "DELETE", base + "/tags/release/v1")
+    assert r.status == 403 and "immutable" in (await r.json())["error"]["message"]
+    assert (await api.call("ada", "DELETE", base + "/tags/release/v1")).status == 204
     assert (await api.ok("rob", "GET", base + "/refs"))["tags"] == []
 
 

@@ -54,6 +54,98 @@ models = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.UniqueConstraint("namespace_id", "name_key", name="uq_models_namespace_name"),
+    # Kept current by post-receive from the default branch (never from the client's word).
+    sa.Column("allow_force_push", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("card_json", sa.Text, nullable=True),
+    sa.Column("summary", sa.Text, nullable=False, server_default=""),
+    sa.Column("library_name", sa.String(100), nullable=True),
+    sa.Column("pipeline_tag", sa.String(100), nullable=True),
+    sa.Column("total_size", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("head_commit", sa.String(40), nullable=True),
+)
+
+model_card_tags = sa.Table(
+    "model_card_tags", metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("tag", sa.String(200), primary_key=True, index=True),
+)
+
+model_refs = sa.Table(
+    "model_refs", metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("kind", sa.String(8), primary_key=True),  # branch | tag
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("commit", sa.String(40), nullable=False),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("tagger", sa.Text, nullable=True),  # JSON {name, email, date}
+    sa.Column("date", sa.String(40), nullable=True),
+)
+
+model_files = sa.Table(
+    "model_files", metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),  # LFS size for pointers, blob size otherwise
+    sa.Column("blob_oid", sa.String(40), nullable=False),
+    sa.Column("lfs_oid", sa.String(64), nullable=True),
+)
+
+webhooks = sa.Table(
+    "webhooks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("namespace_id", sa.Integer, sa.ForeignKey("namespaces.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("events", sa.Text, nullable=False),  # JSON list
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# The outbox: one row per (event, webhook), written in the transaction that caused the event.
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),  # X-Modelrepo-Delivery, stable across retries
+    sa.Column("webhook_id", sa.Integer, sa.ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("last_response_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("delivered_at", sa.Float, nullable=True),
+    sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_deliveries_webhook", "webhook_id", "created_at"),
+)
+
+delivery_attempts = sa.Table(
+    "delivery_attempts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("delivery_id", sa.String(36), sa.ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("response_code", sa.Integer, nullable=True),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
+deployments = sa.Table(
+    "deployments", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("name", sa.String(96), nullable=False),
+    sa.Column("revision", sa.String(255), nullable=False),
+    sa.Column("commit", sa.String(40), nullable=False),
+    sa.Column("target", sa.Text, nullable=True),
+    sa.Column("params", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("status", sa.String(16), nullable=False),  # requested | active | failed | stopped
+    sa.Column("endpoint", sa.Text, nullable=True),
+    sa.Column("created_by", sa.String(96), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
 
 # Objects whose verified bytes are in the store (one row per OID, whatever links it).

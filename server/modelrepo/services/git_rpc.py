@@ -65,7 +65,8 @@ class GitRunner:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=self.environment(git_protocol, extra_env),
-            limit=1 << 20,
+            # asyncio buffers up to 2x this per pipe while the client lags: keep it small.
+            limit=128 * 1024,
         )
 
 

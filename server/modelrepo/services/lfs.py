@@ -81,7 +81,7 @@ class Lfs:
 
         wanted = [o["oid"] for o in objects if isinstance(o, dict) and isinstance(o.get("oid"), str)
                   and OID_RE.match(o["oid"])]
-        linked = await self._linked_sizes(model.id, wanted)
+        linked = await self.linked_sizes(model.id, wanted)
         out = []
         for obj in objects:
             out.append(await self._plan(model, operation, obj, hash_algo, linked, urls))
@@ -153,7 +153,7 @@ class Lfs:
         return {"href": urls.object(oid), "header": {"Authorization": "Bearer " + token}, "expires_in": expires_in}
 
     # -- links ---------------------------------------------------------------------------------
-    async def _linked_sizes(self, model_id: int, oids: list[str]) -> dict[str, int]:
+    async def linked_sizes(self, model_id: int, oids: list[str]) -> dict[str, int]:
         if not oids:
             return {}
         found: dict[str, int] = {}
@@ -167,7 +167,7 @@ class Lfs:
         return found
 
     async def linked_size(self, model_id: int, oid: str) -> int | None:
-        return (await self._linked_sizes(model_id, [oid])).get(oid)
+        return (await self.linked_sizes(model_id, [oid])).get(oid)
 
     async def _record(self, model_id: int, oid: str, size: int) -> None:
         """The object's bytes are verified and in the store: record it and link it, in one transaction."""

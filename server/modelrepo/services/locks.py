@@ -3,6 +3,8 @@
 Writers lock; anyone who can read lists; only the owner unlocks, or a namespace admin with force.
 """
 
+from __future__ import annotations
+
 import time
 from datetime import datetime, timezone
 

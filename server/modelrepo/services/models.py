@@ -4,16 +4,19 @@ Creation writes the repository first and the row second, inside one transaction,
 either step leaves neither. Deletion removes the row and the directory together the same way.
 """
 
+from __future__ import annotations
+
 import asyncio
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import pygit2
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from ..catalog.db import Catalog
-from ..catalog.schema import memberships, models, namespaces
+from ..catalog.schema import deployments, memberships, model_card_tags, model_files, models, namespaces
 from ..errors import Conflict, InvalidInput
 from ..names import check_name, check_ref_name
 from . import repos
@@ -26,6 +29,7 @@ from .access import (
     check_read,
 )
 from .accounts import Accounts
+from .webhooks import enqueue, envelope
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,14 @@ class Model:
     created_at: float
     updated_at: float
     role: str | None = None  # the caller's role in the namespace, if any
+    namespace_id: int = 0
+    allow_force_push: bool = False
+    card: dict | None = None
+    summary: str = ""
+    library_name: str | None = None
+    pipeline_tag: str | None = None
+    total_size: int = 0
+    head_commit: str | None = None
 
     @property
     def full_name(self) -> str:
@@ -50,6 +62,9 @@ class Model:
             "description": self.description, "visibility": self.visibility,
             "default_branch": self.default_branch, "created_at": self.created_at,
             "updated_at": self.updated_at, "clone_url": f"{base_url}/{self.full_name}.git",
+            "allow_force_push": self.allow_force_push, "card": self.card or {}, "summary": self.summary,
+            "library_name": self.library_name, "pipeline_tag": self.pipeline_tag,
+            "tags": (self.card or {}).get("tags", []), "total_size": self.total_size, "head_commit": self.head_commit,
         }
 
 
@@ -59,7 +74,11 @@ _SELECT = sa.select(models, namespaces.c.name.label("ns_name")).join(namespaces,
 def _model(row: sa.Row, role: str | None = None) -> Model:
     return Model(id=row.id, namespace=row.ns_name, name=row.name, description=row.description,
                  visibility=row.visibility, default_branch=row.default_branch, created_at=row.created_at,
-                 updated_at=row.updated_at, role=role)
+                 updated_at=row.updated_at, role=role, namespace_id=row.namespace_id,
+                 allow_force_push=bool(row.allow_force_push),
+                 card=json.loads(row.card_json) if row.card_json else None, summary=row.summary,
+                 library_name=row.library_name, pipeline_tag=row.pipeline_tag, total_size=row.total_size,
+                 head_commit=row.head_commit)
 
 
 def _check_visibility(value: str) -> str:
@@ -69,11 +88,13 @@ def _check_visibility(value: str) -> str:
 
 
 class Models:
-    def __init__(self, catalog: Catalog, accounts: Accounts, store: repos.RepoStore, default_branch: str) -> None:
+    def __init__(self, catalog: Catalog, accounts: Accounts, store: repos.RepoStore, default_branch: str,
+                 wake: Callable[[], None] = lambda: None) -> None:
         self.catalog = catalog
         self.accounts = accounts
         self.store = store
         self.default_branch = default_branch
+        self.wake = wake  # nudges the webhook worker after a commit that enqueued events
 
     # -- lookups with access -------------------------------------------------------------------
     async def _find(self, namespace: str, name: str, identity: Identity) -> Model | None:
@@ -134,14 +155,20 @@ class Models:
                 res = await conn.execute(models.insert().values(
                     namespace_id=ns.id, name=name, name_key=name.lower(), description=description,
                     visibility=visibility, default_branch=branch, created_at=now, updated_at=now))
+                await enqueue(conn, namespace_id=ns.id, model_id=None, event="model.created", payload=envelope(
+                    "model.created", ns.name, name, {"visibility": visibility, "description": description,
+                                                     "created_by": identity.name}))
                 # Inside the transaction: if the repository cannot be made, the row is rolled back.
                 await asyncio.to_thread(self.store.create, ns.name, name, branch)
         except IntegrityError:
             raise Conflict(f"model {ns.name}/{name} already exists", code="model_exists") from None
+        self.wake()
         return Model(id=res.inserted_primary_key[0], namespace=ns.name, name=name, description=description,
-                     visibility=visibility, default_branch=branch, created_at=now, updated_at=now)
+                     visibility=visibility, default_branch=branch, created_at=now, updated_at=now,
+                     namespace_id=ns.id)
 
     async def list(self, identity: Identity, *, namespace: str | None = None, search: str | None = None,
+                   tag: str | None = None, library: str | None = None, pipeline_tag: str | None = None,
                    limit: int = 100, offset: int = 0) -> list[Model]:
         role = memberships.c.role
         query = (sa.select(models, namespaces.c.name.label("ns_name"), role)
@@ -155,6 +182,13 @@ class Models:
             query = query.where(sa.or_(models.c.visibility.in_(("public", "shared")), role.is_not(None)))
         if namespace:
             query = query.where(namespaces.c.name_key == namespace.lower())
+        if tag:
+            query = query.where(sa.exists().where(model_card_tags.c.model_id == models.c.id,
+                                                  model_card_tags.c.tag == tag))
+        if library:
+            query = query.where(sa.func.lower(models.c.library_name) == library.lower())
+        if pipeline_tag:
+            query = query.where(models.c.pipeline_tag == pipeline_tag)
         if search:
             like = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             query = query.where(sa.or_(sa.func.lower(models.c.name).like(like, escape="\\"),
@@ -166,13 +200,17 @@ class Models:
         return [_model(r, r.role) for r in rows]
 
     async def update(self, identity: Identity, namespace: str, name: str, *, description: str | None = None,
-                     visibility: str | None = None, default_branch: str | None = None) -> Model:
+                     visibility: str | None = None, default_branch: str | None = None,
+                     allow_force_push: bool | None = None) -> Model:
         model = await self.for_read(identity, namespace, name)
-        if visibility is not None and visibility != model.visibility or default_branch is not None:
+        if (visibility is not None and visibility != model.visibility or default_branch is not None
+                or allow_force_push is not None):
             check_namespace_admin(identity, model.role)
         else:
             check_model_role(identity, model.role, "writer", "write")
         values: dict = {"updated_at": time.time()}
+        if allow_force_push is not None:
+            values["allow_force_push"] = allow_force_push
         if description is not None:
             values["description"] = description
         if visibility is not None:
@@ -186,10 +224,22 @@ class Models:
         return await self.for_read(identity, namespace, name)
 
     async def delete(self, identity: Identity, namespace: str, name: str) -> None:
+        """Repository, catalog rows and LFS links go together (objects no other repository links
+        are left for a later sweep); refused while a deployment is requested or active."""
         model = await self.for_admin(identity, namespace, name)
         async with self.catalog.tx() as conn:
+            live = (await conn.execute(sa.select(deployments.c.id, deployments.c.name, deployments.c.status).where(
+                deployments.c.model_id == model.id, deployments.c.status.in_(("requested", "active"))))).all()
+            if live:
+                names = ", ".join(f"{d.name} (id {d.id}, {d.status})" for d in live)
+                raise Conflict(f"{model.full_name} is used by deployments: {names}. Stop them first.",
+                               code="model_in_use")
+            await enqueue(conn, namespace_id=model.namespace_id, model_id=None, event="model.deleted",
+                          payload=envelope("model.deleted", model.namespace, model.name,
+                                           {"deleted_by": identity.name}))
             await conn.execute(models.delete().where(models.c.id == model.id))
             await asyncio.to_thread(self.store.delete, model.namespace, model.name)
+        self.wake()
 
     # -- refs ------------------------------------------------------------------------------------
     def path(self, model: Model):
@@ -199,30 +249,15 @@ class Models:
         model = await self.for_read(identity, namespace, name)
         return await asyncio.to_thread(repos.list_refs, self.path(model))
 
-    async def create_tag(self, identity: Identity, namespace: str, name: str, tag: str, revision: str,
-                         message: str) -> dict:
-        model = await self.for_write(identity, namespace, name)
-        tagger = pygit2.Signature(identity.name or "modelrepo", f"{identity.name}@modelrepo.invalid")
-        return await asyncio.to_thread(repos.create_tag, self.path(model), tag, revision, message, tagger)
-
-    async def delete_tag(self, identity: Identity, namespace: str, name: str, tag: str) -> None:
-        model = await self.for_write(identity, namespace, name)
-        check_ref_name(tag, "tag")
-        await asyncio.to_thread(repos.delete_ref, self.path(model), f"refs/tags/{tag}", "tag")
-
-    async def create_branch(self, identity: Identity, namespace: str, name: str, branch: str, revision: str) -> dict:
-        model = await self.for_write(identity, namespace, name)
-        return await asyncio.to_thread(repos.create_branch, self.path(model), branch, revision)
-
-    async def delete_branch(self, identity: Identity, namespace: str, name: str, branch: str) -> None:
-        model = await self.for_write(identity, namespace, name)
-        check_ref_name(branch, "branch")
-        if branch == model.default_branch:
-            raise Conflict(f"cannot delete the default branch {branch!r}; change default_branch first",
-                           code="default_branch")
-        await asyncio.to_thread(repos.delete_ref, self.path(model), f"refs/heads/{branch}", "branch")
-
     async def touch(self, model_id: int) -> None:
         """Record that the repository changed (a push landed)."""
         async with self.catalog.tx() as conn:
             await conn.execute(models.update().where(models.c.id == model_id).values(updated_at=time.time()))
+
+    async def files(self, model: Model) -> list[dict]:
+        """The default branch's files as post-receive recorded them (LFS sizes, not pointer sizes)."""
+        async with self.catalog.read() as conn:
+            rows = (await conn.execute(sa.select(model_files).where(model_files.c.model_id == model.id)
+                                       .order_by(model_files.c.path))).all()
+        return [{"path": r.path, "size": r.size, "blob_id": r.blob_oid, **({"lfs_oid": r.lfs_oid} if r.lfs_oid else {})}
+                for r in rows]

@@ -20,6 +20,7 @@ class PushSession:
     name: str
     identity: Identity
     request_id: str
+    base_url: str = ""
     started: float = field(default_factory=time.time)
 
 

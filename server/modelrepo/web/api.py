@@ -12,9 +12,10 @@ from aiohttp import web
 
 from .. import __version__
 from ..errors import InvalidInput, TooLarge
-from ..keys import ACCOUNTS, MODELS, SETTINGS
+from ..keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, SETTINGS, WEBHOOKS
 from ..names import NAME_RE
-from ..services.access import ROLES, SCOPES, VISIBILITIES
+from ..services.access import ROLES, SCOPES, VISIBILITIES, check_namespace_admin
+from ..services.webhooks import EVENTS
 from .middlewares import identity_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -63,7 +64,13 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _base_url(request: web.Request) -> str:
-    return request.app[SETTINGS].server.base_url()
+    """public_url when configured, else the origin the client reached us by."""
+    settings = request.app[SETTINGS]
+    return settings.server.public_url.rstrip("/") if settings.server.public_url else str(request.url.origin())
+
+
+def _clone_url(request: web.Request) -> str:
+    return f"{_base_url(request)}/{request.match_info['ns']}/{request.match_info['name']}.git"
 
 
 def _int_query(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
@@ -180,21 +187,26 @@ async def create_model(request: web.Request) -> web.Response:
 
 
 async def list_models(request: web.Request) -> web.Response:
+    q = request.query
     found = await request.app[MODELS].list(
-        identity_of(request), namespace=request.query.get("namespace") or None,
-        search=request.query.get("search") or None, limit=_int_query(request, "limit", 100, 1, 1000),
+        identity_of(request), namespace=q.get("namespace") or None, search=q.get("search") or None,
+        tag=q.get("tag") or None, library=q.get("library") or None, pipeline_tag=q.get("pipeline_tag") or None,
+        limit=_int_query(request, "limit", 100, 1, 1000),
         offset=_int_query(request, "offset", 0, 0, 10**9))
     base = _base_url(request)
     return _json([m.to_json(base) for m in found])
 
 
 async def get_model(request: web.Request) -> web.Response:
-    model = await request.app[MODELS].for_read(identity_of(request), request.match_info["ns"], request.match_info["name"])
-    return _json(model.to_json(_base_url(request)))
+    models = request.app[MODELS]
+    model = await models.for_read(identity_of(request), request.match_info["ns"], request.match_info["name"])
+    return _json({**model.to_json(_base_url(request)), "files": await models.files(model),
+                  "refs": await models.refs(identity_of(request), model.namespace, model.name)})
 
 
 UPDATE_MODEL = _schema({"description": {"type": "string", "maxLength": 10000},
-                        "visibility": {"enum": list(VISIBILITIES)}, "default_branch": _REF})
+                        "visibility": {"enum": list(VISIBILITIES)}, "default_branch": _REF,
+                        "allow_force_push": {"type": "boolean"}})
 
 
 async def update_model(request: web.Request) -> web.Response:
@@ -219,14 +231,14 @@ CREATE_TAG = _schema({"name": _REF, "revision": _REF, "message": {"type": "strin
 
 async def create_tag(request: web.Request) -> web.Response:
     body = await read_json(request, CREATE_TAG)
-    tag = await request.app[MODELS].create_tag(identity_of(request), request.match_info["ns"], request.match_info["name"],
-                                               body["name"], body["revision"], body["message"])
+    tag = await request.app[REFS].create_tag(identity_of(request), request.match_info["ns"], request.match_info["name"],
+                                             body["name"], body["revision"], body["message"], _clone_url(request))
     return _json(tag, 201)
 
 
 async def delete_tag(request: web.Request) -> web.Response:
-    await request.app[MODELS].delete_tag(identity_of(request), request.match_info["ns"], request.match_info["name"],
-                                         request.match_info["tag"])
+    await request.app[REFS].delete_tag(identity_of(request), request.match_info["ns"], request.match_info["name"],
+                                       request.match_info["tag"], _clone_url(request))
     return web.Response(status=204)
 
 
@@ -235,18 +247,121 @@ CREATE_BRANCH = _schema({"name": _REF, "revision": _REF}, ("name", "revision"))
 
 async def create_branch(request: web.Request) -> web.Response:
     body = await read_json(request, CREATE_BRANCH)
-    branch = await request.app[MODELS].create_branch(identity_of(request), request.match_info["ns"],
-                                                     request.match_info["name"], body["name"], body["revision"])
+    branch = await request.app[REFS].create_branch(identity_of(request), request.match_info["ns"],
+                                                   request.match_info["name"], body["name"], body["revision"],
+                                                   _clone_url(request))
     return _json(branch, 201)
 
 
 async def delete_branch(request: web.Request) -> web.Response:
-    await request.app[MODELS].delete_branch(identity_of(request), request.match_info["ns"], request.match_info["name"],
-                                            request.match_info["branch"])
+    await request.app[REFS].delete_branch(identity_of(request), request.match_info["ns"], request.match_info["name"],
+                                          request.match_info["branch"], _clone_url(request))
     return web.Response(status=204)
 
 
+# -- webhooks -------------------------------------------------------------------------------------
+
+_EVENTS = {"type": "array", "items": {"enum": list(EVENTS)}, "minItems": 1, "uniqueItems": True}
+CREATE_WEBHOOK = _schema({"url": {"type": "string", "maxLength": 2000}, "secret": {"type": "string", "minLength": 1,
+                                                                                     "maxLength": 500},
+                          "events": _EVENTS, "active": {"type": "boolean"}}, ("url", "secret", "events"))
+UPDATE_WEBHOOK = _schema({"url": {"type": "string", "maxLength": 2000},
+                          "secret": {"type": "string", "minLength": 1, "maxLength": 500},
+                          "events": _EVENTS, "active": {"type": "boolean"}})
+
+
+async def _hook_scope(request: web.Request) -> dict:
+    """Webhooks of a namespace or of a model; managing them takes a namespace admin."""
+    identity = identity_of(request)
+    if "name" in request.match_info:
+        model = await request.app[MODELS].for_admin(identity, request.match_info["ns"], request.match_info["name"])
+        return {"namespace_id": None, "model_id": model.id}
+    ns, role = await request.app[ACCOUNTS].visible_namespace(identity, request.match_info["ns"])
+    check_namespace_admin(identity, role)
+    return {"namespace_id": ns.id, "model_id": None}
+
+
+def _hook_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit():
+        raise InvalidInput("webhook id must be an integer")
+    return int(raw)
+
+
+async def create_webhook(request: web.Request) -> web.Response:
+    body = await read_json(request, CREATE_WEBHOOK)
+    scope = await _hook_scope(request)
+    hook = await request.app[WEBHOOKS].create(**scope, url=body["url"], secret=body["secret"], events=body["events"],
+                                              active=body.get("active", True))
+    return _json(hook, 201)
+
+
+async def list_webhooks(request: web.Request) -> web.Response:
+    return _json(await request.app[WEBHOOKS].list(**await _hook_scope(request)))
+
+
+async def get_webhook(request: web.Request) -> web.Response:
+    return _json(await request.app[WEBHOOKS].get(_hook_id(request), **await _hook_scope(request)))
+
+
+async def update_webhook(request: web.Request) -> web.Response:
+    body = await read_json(request, UPDATE_WEBHOOK)
+    return _json(await request.app[WEBHOOKS].update(_hook_id(request), body, **await _hook_scope(request)))
+
+
+async def delete_webhook(request: web.Request) -> web.Response:
+    await request.app[WEBHOOKS].delete(_hook_id(request), **await _hook_scope(request))
+    return web.Response(status=204)
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    return _json(await request.app[WEBHOOKS].deliveries(_hook_id(request), **await _hook_scope(request)))
+
+
+async def redeliver(request: web.Request) -> web.Response:
+    result = await request.app[WEBHOOKS].redeliver(_hook_id(request), request.match_info["delivery"],
+                                                   **await _hook_scope(request))
+    return _json(result, 202)
+
+
+# -- deployments ----------------------------------------------------------------------------------
+
+CREATE_DEPLOYMENT = _schema({"name": _NAME, "revision": _REF, "target": {"type": "string", "maxLength": 2000},
+                             "params": {"type": "object"}}, ("name", "revision"))
+UPDATE_DEPLOYMENT = _schema({"status": {"enum": ["active", "failed", "stopped"]},
+                             "endpoint": {"type": ["string", "null"], "maxLength": 2000}}, ("status",))
+
+
+def _deployment_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit():
+        raise InvalidInput("deployment id must be an integer")
+    return int(raw)
+
+
+async def create_deployment(request: web.Request) -> web.Response:
+    body = await read_json(request, CREATE_DEPLOYMENT)
+    dep = await request.app[DEPLOYMENTS].create(identity_of(request), request.match_info["ns"],
+                                                request.match_info["name"], body)
+    return _json(dep, 201)
+
+
+async def list_deployments(request: web.Request) -> web.Response:
+    return _json(await request.app[DEPLOYMENTS].list(identity_of(request), request.match_info["ns"],
+                                                     request.match_info["name"]))
+
+
+async def get_deployment(request: web.Request) -> web.Response:
+    return _json(await request.app[DEPLOYMENTS].get(identity_of(request), _deployment_id(request)))
+
+
+async def update_deployment(request: web.Request) -> web.Response:
+    body = await read_json(request, UPDATE_DEPLOYMENT)
+    return _json(await request.app[DEPLOYMENTS].update(identity_of(request), _deployment_id(request), body))
+
+
 M = "/api/v1/models/{ns}/{name}"
+NSW = "/api/v1/namespaces/{ns}/webhooks"
 ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/api/v1/openapi.json", openapi, "This OpenAPI document", anonymous=True),
     ApiRoute("GET", "/api/v1/user", whoami, "Who am I (anonymous allowed)", anonymous=True),
@@ -265,18 +380,40 @@ ROUTES: tuple[ApiRoute, ...] = (
              status=204),
     ApiRoute("GET", "/api/v1/models", list_models, "Models the caller may read",
              query={"namespace": "only this namespace", "search": "substring of name or description",
+                    "tag": "model card tag", "library": "model card library_name",
+                    "pipeline_tag": "model card pipeline_tag",
                     "limit": "1..1000 (default 100)", "offset": "skip this many"}, anonymous=True),
     ApiRoute("POST", "/api/v1/models", create_model, "Create a model and its empty repository (namespace writer)",
              CREATE_MODEL, 201),
-    ApiRoute("GET", M, get_model, "A model", anonymous=True),
+    ApiRoute("GET", M, get_model, "A model with its card, files (LFS sizes) and refs", anonymous=True),
     ApiRoute("PATCH", M, update_model,
-             "Change description (writer), visibility or default branch (namespace admin)", UPDATE_MODEL),
-    ApiRoute("DELETE", M, delete_model, "Delete a model and its repository (namespace admin)", status=204),
+             "Change description (writer); visibility, default branch, allow_force_push (namespace admin)",
+             UPDATE_MODEL),
+    ApiRoute("DELETE", M, delete_model,
+             "Delete a model, its repository and LFS links (namespace admin); 409 while deployed", status=204),
     ApiRoute("GET", M + "/refs", list_refs, "Branches and tags", anonymous=True),
     ApiRoute("POST", M + "/tags", create_tag, "Create an annotated tag (namespace writer)", CREATE_TAG, 201),
     ApiRoute("DELETE", M + "/tags/{tag}", delete_tag, "Delete a tag (namespace writer)", status=204),
     ApiRoute("POST", M + "/branches", create_branch, "Create a branch (namespace writer)", CREATE_BRANCH, 201),
     ApiRoute("DELETE", M + "/branches/{branch}", delete_branch, "Delete a branch (namespace writer)", status=204),
+    ApiRoute("POST", M + "/deployments", create_deployment,
+             "Deploy a tag: validates the model card at the tag (namespace writer)", CREATE_DEPLOYMENT, 201),
+    ApiRoute("GET", M + "/deployments", list_deployments, "Deployments of a model", anonymous=True),
+    ApiRoute("GET", "/api/v1/deployments/{id}", get_deployment, "A deployment", anonymous=True),
+    ApiRoute("PATCH", "/api/v1/deployments/{id}", update_deployment,
+             "Report a deployment's status (inference platform; namespace writer)", UPDATE_DEPLOYMENT),
+    *(route for base in (NSW, M + "/webhooks") for route in (
+        ApiRoute("POST", base, create_webhook, "Create a webhook (namespace admin); the secret is write-only",
+                 CREATE_WEBHOOK, 201),
+        ApiRoute("GET", base, list_webhooks, "List webhooks (namespace admin)"),
+        ApiRoute("GET", base + "/{id}", get_webhook, "A webhook (namespace admin)"),
+        ApiRoute("PATCH", base + "/{id}", update_webhook, "Change a webhook (namespace admin)", UPDATE_WEBHOOK),
+        ApiRoute("DELETE", base + "/{id}", delete_webhook, "Delete a webhook (namespace admin)", status=204),
+        ApiRoute("GET", base + "/{id}/deliveries", list_deliveries,
+                 "Delivery log: status, response code, duration, attempts (namespace admin)"),
+        ApiRoute("POST", base + "/{id}/deliveries/{delivery}/redeliver", redeliver,
+                 "Queue a delivery again with the same id (namespace admin)", status=202),
+    )),
 )
 
 # Ref names may contain '/': their route segment matches the rest of the path.
@@ -305,7 +442,8 @@ def build_openapi() -> dict:
                    for k, d in r.query.items()]
         op: dict[str, Any] = {
             "summary": r.summary,
-            "operationId": f"{r.method.lower()}_{r.handler.__name__}",
+            "operationId": f"{r.method.lower()}_{r.handler.__name__}"
+                           + ("_model" if "/models/" in r.path and "webhooks" in r.path else ""),
             "parameters": params,
             "responses": {str(r.status): {"description": "success"},
                           "default": {"description": "error",

@@ -97,8 +97,9 @@ async def _rpc(request: web.Request, service: str) -> web.StreamResponse:
     pushes = request.app[PUSHES]
     if service == "git-receive-pack":
         identity = identity_of(request)
+        base_url = settings.server.public_url.rstrip("/") if settings.server.public_url else str(request.url.origin())
         secret = pushes.open(PushSession(model_id=model.id, namespace=model.namespace, name=model.name,
-                                         identity=identity, request_id=request[REQUEST_ID]))
+                                         identity=identity, request_id=request[REQUEST_ID], base_url=base_url))
         extra_env = {
             "MODELREPO_HOOK_SOCKET": str(settings.run_dir / "hooks.sock"),
             "MODELREPO_HOOK_SECRET": secret,

@@ -1,0 +1,67 @@
+"""The daemon's side of the receive hooks: judge a push (pre-receive) and apply it (post-receive)."""
+
+import time
+from pathlib import Path
+
+import structlog
+
+from ..settings import Settings
+from .access import role_level
+from .deployments import Deployments
+from .git_rpc import GitRunner
+from .lfs import Lfs
+from .models import Models
+from .push_effects import PushEffects
+from .push_policy import GitReader, PushLimits, gather, judge, pointer_oids, quarantine_env
+from .push_rules import RefUpdate
+from .pushes import PushSession
+
+log = structlog.get_logger("modelrepo.receive")
+
+
+def parse_updates(raw: object) -> list[RefUpdate]:
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for item in raw:
+        if isinstance(item, dict) and all(isinstance(item.get(k), str) for k in ("old", "new", "ref")):
+            out.append(RefUpdate(item["old"], item["new"], item["ref"]))
+    return out
+
+
+class Receive:
+    def __init__(self, settings: Settings, models: Models, lfs: Lfs, deployments: Deployments,
+                 effects: PushEffects, git: GitRunner) -> None:
+        self.settings = settings
+        self.models = models
+        self.lfs = lfs
+        self.deployments = deployments
+        self.effects = effects
+        self.git = git
+        self.limits = PushLimits(settings.push.max_plain_blob, tuple(settings.push.weight_patterns))
+
+    async def pre(self, session: PushSession, updates: list[RefUpdate], env: dict, cwd: str) -> list[str]:
+        started = time.perf_counter()
+        model = await self.models.for_write(session.identity, session.namespace, session.name)
+        path = self.models.path(model)
+        if Path(cwd).resolve() != path:
+            return ["push refused: hook ran in an unexpected repository"]
+        reader = GitReader(self.git, path, quarantine_env(env, cwd))
+        facts = await gather(reader, updates, model.default_branch, self.limits.weight_patterns)
+        linked = await self.lfs.linked_sizes(model.id, pointer_oids(facts))
+        identity = session.identity
+        problems = judge(
+            facts, updates, limits=self.limits,
+            namespace_admin=identity.is_admin or role_level(model.role) >= role_level("admin"),
+            default_branch=model.default_branch, allow_force_push=model.allow_force_push,
+            deployed=await self.deployments.live_refs(model.id), linked=linked,
+            schema_file=self.settings.push.model_card_schema)
+        log.info("pre_receive", model=model.full_name, refs=[u.ref for u in updates], blobs=len(facts.blobs),
+                 refused=len(problems), duration_ms=round((time.perf_counter() - started) * 1000, 1))
+        return problems
+
+    async def post(self, session: PushSession, updates: list[RefUpdate]) -> None:
+        model = await self.models.for_read(session.identity, session.namespace, session.name)
+        await self.effects.apply(model, updates, pusher=session.identity.name,
+                                 clone_url=f"{session.base_url}/{model.full_name}.git")
+        log.info("post_receive", model=model.full_name, refs=[u.ref for u in updates])

@@ -1,0 +1,136 @@
+"""The webhook delivery worker: one background task owning one HTTP client session.
+
+It claims due rows from the outbox, POSTs them signed, records every attempt, and schedules
+retries with exponential backoff and jitter. A row is marked delivered only after a 2xx, so a
+crash at any point means a retry with the same delivery id, never a lost event.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import random
+import time
+
+import aiohttp
+import sqlalchemy as sa
+import structlog
+
+from .. import __version__
+from ..catalog.db import Catalog
+from ..catalog.schema import deliveries, delivery_attempts, webhooks
+from ..settings import WebhookSettings
+
+log = structlog.get_logger("modelrepo.webhooks")
+BATCH = 16
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def backoff(attempt: int, settings: WebhookSettings) -> float:
+    delay = min(settings.backoff_base * 2 ** (attempt - 1), settings.backoff_max)
+    return delay * random.uniform(0.5, 1.5)
+
+
+class WebhookWorker:
+    def __init__(self, catalog: Catalog, settings: WebhookSettings) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                                              headers={"User-Agent": f"modelrepo-webhooks/{__version__}"})
+        self._task = asyncio.create_task(self._run(), name="webhook-worker")
+
+    async def stop(self) -> None:
+        """Finish the deliveries in flight, then stop (pending rows stay for the next start)."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._session is not None:
+            await self._session.close()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                sent = await self.run_once()
+            except Exception:  # keep the worker alive; the rows stay pending
+                log.exception("webhook_worker_error")
+                sent = 0
+            if sent:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=await self._idle_time())
+            except TimeoutError:
+                pass
+
+    async def _idle_time(self) -> float:
+        async with self.catalog.read() as conn:
+            nxt = (await conn.execute(sa.select(sa.func.min(deliveries.c.next_attempt_at))
+                                      .where(deliveries.c.status == "pending"))).scalar()
+        if nxt is None:
+            return 5.0
+        return min(max(nxt - time.time(), 0.01), 5.0)
+
+    async def run_once(self) -> int:
+        now = time.time()
+        async with self.catalog.read() as conn:
+            rows = (await conn.execute(
+                sa.select(deliveries, webhooks.c.url, webhooks.c.secret, webhooks.c.active)
+                .join(webhooks, webhooks.c.id == deliveries.c.webhook_id)
+                .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
+                .order_by(deliveries.c.next_attempt_at).limit(BATCH))).all()
+        if not rows:
+            return 0
+        await asyncio.gather(*(self._attempt(r) for r in rows))
+        return len(rows)
+
+    async def _attempt(self, row: sa.Row) -> None:
+        assert self._session is not None
+        body = row.payload.encode()
+        attempt = row.attempts + 1
+        headers = {
+            "Content-Type": "application/json",
+            "X-Modelrepo-Event": row.event,
+            "X-Modelrepo-Delivery": row.id,
+            "X-Modelrepo-Attempt": str(attempt),
+            "X-Modelrepo-Signature-256": signature(row.secret, body),
+        }
+        started = time.perf_counter()
+        code: int | None = None
+        error: str | None = None
+        try:
+            async with self._session.post(row.url, data=body, headers=headers, allow_redirects=False) as resp:
+                code = resp.status
+                await resp.read()
+                if not 200 <= code < 300:
+                    error = f"HTTP {code}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        duration = (time.perf_counter() - started) * 1000
+        now = time.time()
+        ok = error is None
+        values: dict = {"attempts": attempt, "last_response_code": code, "last_error": error}
+        if ok:
+            values.update(status="delivered", delivered_at=now)
+        elif attempt >= self.settings.max_attempts:
+            values.update(status="failed")
+        else:
+            values.update(next_attempt_at=now + backoff(attempt, self.settings))
+        async with self.catalog.tx() as conn:
+            await conn.execute(delivery_attempts.insert().values(
+                delivery_id=row.id, attempt=attempt, at=now, response_code=code, duration_ms=duration, error=error))
+            await conn.execute(deliveries.update().where(deliveries.c.id == row.id).values(**values))
+        log.info("webhook_delivery", delivery=row.id, webhook=row.webhook_id, event_name=row.event,
+                 attempt=attempt, status=values.get("status", "retry"), response_code=code,
+                 duration_ms=round(duration, 1), error=error)
