@@ -16,20 +16,26 @@ What it does, in one run, for two workloads (1 x 2 GiB and 32 x 64 MiB; --quick:
        the better of the two is the ceiling;
      - download: os.sendfile of each object into a loopback TCP socket, drained by a reader
        process, 1 stream per object up to 8 streams at once;
-  2. the daemon (fresh data dir), driven like git-lfs does: one batch call per <= 100 objects,
+  2. "client max": the bench's own client against a bare HTTP server in another process that
+     drains upload bodies without looking at them and sendfile's downloads. No server can look
+     faster than this here: when the daemon is close to it, the client is the limit, not the daemon;
+  3. the daemon (fresh data dir), driven like git-lfs does: one batch call per <= 100 objects,
      then up to 8 concurrent basic transfers (upload streamed from the file with Content-Length,
      then verify; download streamed into a sink that checks the size and the first and last
      64 KiB against the source);
-  3. giftless (its own venv in ~/.cache/modelrepo-bench, reused), same client and workloads.
+  4. giftless (its own venv in ~/.cache/modelrepo-bench, reused; gunicorn, 8 sync workers),
+     same client and workloads.
 The daemon's RSS is sampled every 50 ms from its start to the end.
 
 How to read it: MB/s are 10^6 bytes per second of object data, wall clock from the first batch
 call to the last byte (uploads include the verify calls). "ratio" is daemon / ceiling, MISS when
-under the target; "vs giftless" is daemon / giftless, MISS when under 1. "cpu" is the server's
-CPU time over the phase's wall time (its threads and processes summed, so up to 200% on 2 cores).
-Every read is warm: the objects sit in the page cache for the ceilings and for the servers alike
-(the caches are not dropped); every phase starts after a sync(2) so that no earlier writeback
-competes with it. The client shares the machine's cores with the server.
+under the target; "vs giftless" is daemon / giftless, MISS when not above 1. "cpu" is the
+server's CPU time over the phase's wall time (threads and processes summed: up to 200% on 2
+cores; the daemon near 100% means its event loop is saturated). Every read is warm: the objects
+sit in the page cache for the ceilings and the servers alike (caches are not dropped); each phase
+starts after a sync(2) so that no earlier writeback competes with it. The client shares the
+machine's cores with the server, and each figure is a single run: the --quick sizes take tenths
+of a second and are a smoke test, read the full run.
 
 Exit status: 0 when every transfer succeeded (a MISS is a finding, not a failure); 1 when a
 transfer to the daemon failed (non-2xx) or returned wrong data; 130 when interrupted. Problems
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import hashlib
 import json
 import os
@@ -99,6 +106,49 @@ conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(streams)]
 threads = [threading.Thread(target=drain, args=(c,)) for c in conns]
 for t in threads: t.start()
 for t in threads: t.join()
+"""
+
+
+# The "client max" reference: a bare threaded HTTP/1.1 server answering the batch call (actions
+# pointing at itself, no verify), draining PUT bodies into a reused buffer and sendfile'ing GETs.
+# argv: port, JSON file {oid: path}.
+BARE_SERVER_CODE = r"""
+import http.server, json, os, sys
+paths = json.load(open(sys.argv[2]))
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args): pass
+    def reply(self, status, body=b""):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/vnd.git-lfs+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        base = f"http://{self.headers['Host']}/objects/"
+        objects = [{"oid": o["oid"], "size": o["size"], "actions": {req["operation"]: {"href": base + o["oid"]}}}
+                   for o in req["objects"]]
+        self.reply(200, json.dumps({"transfer": "basic", "objects": objects}).encode())
+    def do_PUT(self):
+        left, buf = int(self.headers["Content-Length"]), memoryview(bytearray(1 << 20))
+        while left > 0 and (n := self.rfile.readinto(buf[:min(left, len(buf))])):
+            left -= n
+        self.reply(200 if left == 0 else 400)
+    def do_GET(self):
+        path = paths.get(self.path.rsplit("/", 1)[-1])
+        if path is None:
+            return self.reply(404)
+        size = os.path.getsize(path)
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        with open(path, "rb") as f:
+            offset = 0
+            while offset < size:
+                offset += os.sendfile(self.connection.fileno(), f.fileno(), offset, size - offset)
+http.server.ThreadingHTTPServer.request_queue_size = 64  # 5 by default: 8 connects at once lose SYNs (1 s retry)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 """
 
 
@@ -298,6 +348,29 @@ def download_ceiling(workload: Workload) -> float:
 
 # -- the servers -----------------------------------------------------------------------------
 
+class BareServer:
+    """BARE_SERVER_CODE in its own process, serving `objects`."""
+
+    name = "bare"
+
+    def __init__(self, root: Path, objects: list[Obj]) -> None:
+        self.index = root / "bare-objects.json"
+        self.index.write_text(json.dumps({o.oid: str(o.path) for o in objects}))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.batch_url = f"{self.base}/objects/batch"
+        self.batch_headers: dict[str, str] = {}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER_CODE, str(self.port), str(self.index)],
+                                     start_new_session=True)
+        wait_http(f"{self.base}/", self.proc, any_status=True)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
 class Daemon:
     """modelrepo serve on a fresh data dir, with one private model bench/m."""
 
@@ -341,8 +414,12 @@ class Daemon:
 
 
 class Giftless:
-    """giftless under gunicorn (4 workers x 2 threads: 8 transfers at once), anonymous read+write,
-    local storage in the run's dir. Its legacy URL layout is /<org>/<repo>/objects/batch."""
+    """giftless under gunicorn, 8 sync workers (8 transfers at once), anonymous read+write, local
+    storage in the run's dir. Its legacy URL layout is /<org>/<repo>/objects/batch.
+
+    Not threads (e.g. 4 workers x 2 threads): giftless builds its list of authenticators lazily and
+    without a lock, so when a worker's first two requests arrive together the list can lose the JWT
+    provider, and that worker then answers every pre-authorized transfer with 403."""
 
     name = "giftless"
 
@@ -368,7 +445,7 @@ class Giftless:
                             "storage_options": {"path": str(self.root / "storage")}},
             }},
         }, indent=2))
-        cmd = [str(venv / "bin" / "gunicorn"), "--workers", "4", "--threads", "2", "--timeout", "600",
+        cmd = [str(venv / "bin" / "gunicorn"), "--workers", str(CONCURRENCY), "--timeout", "600",
                "--bind", f"127.0.0.1:{self.port}", "--chdir", str(self.root), "giftless.wsgi_entrypoint:app"]
         env = {**os.environ, "GIFTLESS_CONFIG_FILE": str(config)}
         with open(self.log_path, "wb") as log:
@@ -393,7 +470,7 @@ def ensure_giftless_venv(venv: Path) -> Path:
     venv.parent.mkdir(parents=True, exist_ok=True)
     steps = ([sys.executable, "-m", "venv", str(venv)],
              [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", *GIFTLESS_PINS],
-             [str(venv / "bin" / "python"), "-W", "ignore", "-c", "import giftless.wsgi_entrypoint, gunicorn"])
+             [str(venv / "bin" / "python"), "-c", "import giftless.app, giftless.transfer.basic_streaming, gunicorn"])
     for cmd in steps:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=venv.parent)
         if proc.returncode != 0:
@@ -401,6 +478,9 @@ def ensure_giftless_venv(venv: Path) -> Path:
             raise PeerUnavailable(f"{' '.join(cmd[:4])} ... exited with {proc.returncode}: {proc.stderr.strip()[-1500:]}")
     marker.write_text(wanted)
     return venv
+
+
+Server = BareServer | Daemon | Giftless
 
 
 # -- the git-lfs-like client -----------------------------------------------------------------
@@ -411,7 +491,7 @@ async def expect_ok(resp: aiohttp.ClientResponse, what: str) -> None:
         raise TransferFailed(f"{what}: HTTP {resp.status} {body}")
 
 
-async def batch(session: aiohttp.ClientSession, server: Daemon | Giftless, operation: str,
+async def batch(session: aiohttp.ClientSession, server: Server, operation: str,
                 objects: list[Obj]) -> dict[str, dict]:
     """{oid: actions} from one batch call per BATCH_MAX objects; any per-object error fails."""
     actions: dict[str, dict] = {}
@@ -447,22 +527,27 @@ async def upload(session: aiohttp.ClientSession, obj: Obj, actions: dict) -> Non
 async def download(session: aiohttp.ClientSession, obj: Obj, actions: dict) -> None:
     """GET into a sink that counts the bytes and keeps the first and last CHECK_BYTES."""
     get = actions["download"]
-    size, head, tail = 0, bytearray(), b""
+    size, head = 0, bytearray()
+    tail: collections.deque[bytes] = collections.deque()  # the last chunks, at least CHECK_BYTES of them
+    tail_size = 0
     async with session.get(get["href"], headers=get.get("header", {})) as resp:
         await expect_ok(resp, f"GET {obj.oid[:12]}")
         async for chunk in resp.content.iter_any():
             size += len(chunk)
             if len(head) < CHECK_BYTES:
                 head += chunk[:CHECK_BYTES - len(head)]
-            tail = (tail + chunk)[-CHECK_BYTES:] if len(chunk) < CHECK_BYTES else chunk[-CHECK_BYTES:]
+            tail.append(chunk)
+            tail_size += len(chunk)
+            while tail_size - len(tail[0]) >= CHECK_BYTES:
+                tail_size -= len(tail.popleft())
     n = min(CHECK_BYTES, obj.size)
     with open(obj.path, "rb") as f:
         want_head, want_tail = os.pread(f.fileno(), n, 0), os.pread(f.fileno(), n, obj.size - n)
-    if size != obj.size or bytes(head) != want_head or bytes(tail) != want_tail:
+    if size != obj.size or bytes(head) != want_head or b"".join(tail)[-n:] != want_tail:
         raise TransferFailed(f"GET {obj.oid[:12]}: {size} bytes, expected {obj.size}, or not the object's bytes")
 
 
-async def transfer_all(server: Daemon | Giftless, operation: str, objects: list[Obj]) -> None:
+async def transfer_all(server: Server, operation: str, objects: list[Obj]) -> None:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector, read_bufsize=MIB) as session:
@@ -477,7 +562,7 @@ async def transfer_all(server: Daemon | Giftless, operation: str, objects: list[
         await asyncio.gather(*(one(o) for o in objects))
 
 
-def timed_transfer(server: Daemon | Giftless, operation: str, objects: list[Obj]) -> Measure:
+def timed_transfer(server: Server, operation: str, objects: list[Obj]) -> Measure:
     os.sync()
     cpu_before = cpu_seconds(server.proc.pid)
     start = time.perf_counter()
@@ -529,7 +614,7 @@ class Peer:
             self.drop(f"unavailable: {exc}")
             return
         self.server = server
-        self.note = (f"{GIFTLESS_PINS[0]} + {GIFTLESS_PINS[1]} (4 workers x 2 threads), local storage; "
+        self.note = (f"{GIFTLESS_PINS[0]} + {GIFTLESS_PINS[1]} ({CONCURRENCY} sync workers), local storage; "
                      "it neither hashes nor fsyncs uploads (its verify checks the size only)")
 
     def drop(self, why: str) -> None:
@@ -603,13 +688,12 @@ def verdict(ok: bool) -> str:
 
 
 def print_table(rows: list[Row], ceilings: dict[str, str], sampler: RssSampler, daemon: Daemon, peer: Peer) -> None:
-    print("\nMB/s = 10^6 bytes/s of object data, warm page cache. ceiling: this machine without HTTP "
-          "(upload sha256+write+fsync, download sendfile -> loopback socket -> reader process); client max: "
-          "this bench's client against a bare HTTP server in another process (upload drained, download "
-          "sendfile): no server can look faster than that here. ratio = daemon / ceiling; "
-          "vs giftless = daemon / giftless.")
+    print("\nMB/s = 10^6 bytes/s of object data; warm page cache; one run each.\n"
+          "ceiling: this machine without HTTP (upload: sha256+write+fsync; download: sendfile -> loopback -> reader).\n"
+          "client max: this client against a bare HTTP server (upload drained, download sendfile'd).\n"
+          "ratio = daemon / ceiling; /max = daemon / client max; vs giftless = daemon / giftless.\n")
     header = (f"{'workload':<14} {'op':<8} {'ceiling':>7} {'client max':>10} {'daemon':>6} {'cpu':>5} "
-              f"{'ratio':>5} {'target':>6} {'':<4} {'giftless':>8} {'cpu':>5} {'vs giftless':>11}")
+              f"{'ratio':>5} {'target':>6} {'':<4} {'/max':>4} {'giftless':>8} {'cpu':>5} {'vs giftless':>11}")
     print(header)
     print("-" * (len(header) + 5))
     for row in rows:
@@ -617,7 +701,7 @@ def print_table(rows: list[Row], ceilings: dict[str, str], sampler: RssSampler, 
         target = TARGETS[row.operation]
         line = (f"{row.workload.name:<14} {row.operation:<8} {row.ceiling:7.0f} {row.client_max:10.0f} "
                 f"{row.daemon.mbps:6.0f} {row.daemon.cpu:5.0%} {ratio:5.2f} {'>=' + str(target):>6} "
-                f"{verdict(ratio >= target):<4}")
+                f"{verdict(ratio >= target):<4} {row.daemon.mbps / row.client_max:4.2f}")
         if row.giftless is not None:
             versus = row.daemon.mbps / row.giftless.mbps
             line += f" {row.giftless.mbps:8.0f} {row.giftless.cpu:5.0%} {versus:11.2f} {verdict(versus > 1)}"
@@ -645,6 +729,9 @@ def warm_up(servers: list[BareServer | Daemon], peer: Peer, objects: list[Obj]) 
 
 
 def run(args: argparse.Namespace, root: Path, servers: list) -> int:
+    # Everything shares the machine's cores: other work (a test suite) skews every figure.
+    print(f"{os.cpu_count()} cores, load average before the bench {os.getloadavg()[0]:.2f} "
+          "(well above 0 means other work is running)", flush=True)
     workloads = make_workloads(root / "data", args.quick)
     warm = make_objects(root / "data", "warm-up", 1, MIB)
     bare = BareServer(root, [o for w in workloads for o in w.objects] + warm)
@@ -681,8 +768,9 @@ def main() -> int:
     servers: list = []
     try:
         return run(args, root, servers)
-    except (TransferFailed, aiohttp.ClientError) as exc:
-        print(f"\nFAILED: {exc}", file=sys.stderr)
+    except (TransferFailed, aiohttp.ClientError, RuntimeError, OSError) as exc:
+        log = next((f"{tail_of(s.log_path, 'daemon log', 20)}" for s in servers if isinstance(s, Daemon)), "")
+        print(f"\nFAILED: {exc}{log}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

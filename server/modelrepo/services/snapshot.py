@@ -63,6 +63,7 @@ def _open(path: Path) -> pygit2.Repository:
 def list_files(repo: pygit2.Repository, commit: pygit2.Commit) -> list[FileEntry]:
     """Every file of a commit's tree; LFS pointers resolved to the object they stand for."""
     out: list[FileEntry] = []
+    odb = repo.odb
     stack: list[tuple[str, pygit2.Tree]] = [("", commit.tree)]
     while stack:
         prefix, tree = stack.pop()
@@ -71,9 +72,10 @@ def list_files(repo: pygit2.Repository, commit: pygit2.Commit) -> list[FileEntry
             if entry.type_str == "tree":
                 stack.append((path + "/", repo[entry.id]))
             elif entry.type_str == "blob":
-                blob = repo[entry.id]
-                size = blob.size
-                pointer = parse_pointer(blob.data) if size < POINTER_MAX else None
+                # The header alone gives the size: loading every blob of a big tree would cost its
+                # whole size in memory. Only pointer-sized blobs are read.
+                _, size = odb.read_header(entry.id)
+                pointer = parse_pointer(repo[entry.id].data) if size < POINTER_MAX else None
                 if pointer:
                     out.append(FileEntry(path, pointer.size, str(entry.id), pointer.oid, size))
                 else:

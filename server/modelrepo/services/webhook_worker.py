@@ -61,6 +61,8 @@ class WebhookWorker:
 
     async def _run(self) -> None:
         while not self._stopping:
+            # Clear before looking for work: a wake() that arrives while we work is kept.
+            self._wake.clear()
             try:
                 sent = await self.run_once()
             except Exception:  # keep the worker alive; the rows stay pending
@@ -68,9 +70,11 @@ class WebhookWorker:
                 sent = 0
             if sent:
                 continue
-            self._wake.clear()
+            timeout = await self._idle_time()
+            if self._stopping:
+                break
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=await self._idle_time())
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except TimeoutError:
                 pass
 
