@@ -38,7 +38,8 @@ PY
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+if [ "$mode" = serve ]; then extras=""; else extras="[test]"; fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".$extras"
 
 if [ "$mode" = serve ]; then
   exec .venv/bin/modelrepo serve "$@"

@@ -14,6 +14,8 @@ from .keys import (
     CATALOG,
     DEPLOYMENTS,
     GIT,
+    HUB,
+    HUB_COMMITS,
     INFLIGHT,
     LFS,
     LOCKS,
@@ -30,6 +32,8 @@ from .services.accounts import Accounts
 from .services.action_tokens import ActionSigner, load_or_create_key
 from .services.deployments import Deployments
 from .services.git_rpc import GitRunner
+from .services.hub import Hub
+from .services.hub_commit import HubCommits
 from .services.lfs import Lfs
 from .services.locks import Locks
 from .services.models import Models
@@ -41,7 +45,7 @@ from .services.webhook_worker import WebhookWorker
 from .services.webhooks import Webhooks
 from .settings import Settings
 from .storage import open_store
-from .web import api, git_http, lfs_http
+from .web import api, git_http, hub_http, lfs_http
 from .web.internal import create_internal_app
 from .web.middlewares import AccessLogger, authenticate, request_context
 
@@ -75,6 +79,9 @@ def create_app(settings: Settings) -> web.Application:
     app[LFS] = Lfs(catalog, app[MODELS], open_store(settings), signer, settings.lfs)
     app[LOCKS] = Locks(catalog)
     app[RECEIVE] = Receive(settings, models, app[LFS], app[DEPLOYMENTS], effects, app[GIT])
+    app[HUB] = Hub(models, accounts, app[REFS])
+    app[HUB_COMMITS] = HubCommits(models, app[LFS], app[DEPLOYMENTS], effects, app[GIT], settings.push.max_plain_blob,
+                                  tuple(settings.push.weight_patterns), settings.limits.max_commit_body)
 
     api.add_routes(app)
     # {name} may carry the ".git" suffix or not; the handlers strip it.
@@ -82,6 +89,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/{ns}/{name}/git-upload-pack", git_http.upload_pack)
     app.router.add_post("/{ns}/{name}/git-receive-pack", git_http.receive_pack)
     lfs_http.add_routes(app)
+    hub_http.add_routes(app)
 
     app.cleanup_ctx.append(_reinstall_hooks)
     app.cleanup_ctx.append(_internal_socket)

@@ -76,3 +76,19 @@ class IntegrityError(ModelrepoError):
 class StorageUnavailable(ModelrepoError):
     status = 503
     code = "storage_unavailable"
+
+
+class PreconditionFailed(ModelrepoError):
+    status = 412
+    code = "precondition_failed"
+
+
+class EntryNotFound(NotFound):
+    """A path that is not in a revision; carries the commit it was looked up in (the Hub client
+    caches the absence per commit)."""
+
+    code = "entry_not_found"
+
+    def __init__(self, message: str, commit: str | None = None) -> None:
+        super().__init__(message)
+        self.commit = commit

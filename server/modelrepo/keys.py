@@ -7,6 +7,8 @@ from .drain import InFlight
 from .services.accounts import Accounts
 from .services.deployments import Deployments
 from .services.git_rpc import GitRunner
+from .services.hub import Hub
+from .services.hub_commit import HubCommits
 from .services.lfs import Lfs
 from .services.locks import Locks
 from .services.models import Models
@@ -31,3 +33,5 @@ WORKER = web.AppKey("webhook_worker", WebhookWorker)
 DEPLOYMENTS = web.AppKey("deployments", Deployments)
 REFS = web.AppKey("ref_changes", RefChanges)
 RECEIVE = web.AppKey("receive", Receive)
+HUB = web.AppKey("hub", Hub)
+HUB_COMMITS = web.AppKey("hub_commits", HubCommits)

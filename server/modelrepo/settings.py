@@ -86,6 +86,8 @@ class LimitsSettings:
     max_json_body: ByteSize = ByteSize(1024 * 1024)
     # Largest (decompressed) git-upload-pack negotiation body; a push body is not bounded here.
     max_upload_pack_request: ByteSize = ByteSize(64 * 1024 * 1024)
+    # Largest Hub API commit body (regular files arrive base64-encoded in it; weights go through LFS).
+    max_commit_body: ByteSize = ByteSize(256 * 1024 * 1024)
     # How long a git RPC may take end to end before the subprocess is killed.
     git_rpc_timeout: Duration = Duration(3600.0)
 

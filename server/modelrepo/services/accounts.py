@@ -133,6 +133,12 @@ class Accounts:
         if res.rowcount == 0:
             raise NotFound("token not found", code="token_not_found")
 
+    async def token_name(self, token_id: int | None) -> str | None:
+        if token_id is None:
+            return None
+        async with self.catalog.read() as conn:
+            return (await conn.execute(sa.select(tokens.c.name).where(tokens.c.id == token_id))).scalar()
+
     async def authenticate(self, token: str, user_name: str | None = None) -> Identity | None:
         """Identity for a presented token, or None. With Basic auth the user name must match."""
         digest = hash_token(token)

@@ -41,8 +41,8 @@ class Urls:
 
     lfs_base: str  # e.g. http://host:port/acme/bert.git/info/lfs
 
-    def object(self, oid: str) -> str:
-        return f"{self.lfs_base}/objects/{oid}"
+    def object(self, oid: str, token: str | None = None) -> str:
+        return f"{self.lfs_base}/objects/{oid}" + (f"?token={token}" if token else "")
 
     @property
     def verify(self) -> str:
@@ -79,16 +79,20 @@ class Lfs:
         if len(objects) > self.settings.max_batch_objects:
             raise TooLarge(f"{len(objects)} objects in one batch; the limit is {self.settings.max_batch_objects}")
 
+        # huggingface_hub PUTs to the upload href with no headers at all (the action header is
+        # ignored), and is the only client that offers "multipart": such clients get daemon hrefs
+        # carrying the signed token in the query, even in S3 direct mode.
+        self_contained = "multipart" in transfers
         wanted = [o["oid"] for o in objects if isinstance(o, dict) and isinstance(o.get("oid"), str)
                   and OID_RE.match(o["oid"])]
         linked = await self.linked_sizes(model.id, wanted)
         out = []
         for obj in objects:
-            out.append(await self._plan(model, operation, obj, hash_algo, linked, urls))
+            out.append(await self._plan(model, operation, obj, hash_algo, linked, urls, self_contained))
         return {"transfer": "basic", "objects": out, "hash_algo": "sha256"}
 
     async def _plan(self, model: Model, operation: str, obj: object, hash_algo: object, linked: dict[str, int],
-              urls: Urls) -> dict:
+                    urls: Urls, self_contained: bool = False) -> dict:
         if not isinstance(obj, dict):
             return {"oid": "", "size": 0, "error": {"code": 422, "message": "object must be {oid, size}"}}
         oid, size = obj.get("oid"), obj.get("size")
@@ -127,15 +131,15 @@ class Lfs:
             return entry
         entry["authenticated"] = True
         nonce = ""
-        if self.direct and self.store.can_presign_upload(size):  # type: ignore[attr-defined]
+        if self.direct and not self_contained and self.store.can_presign_upload(size):  # type: ignore[attr-defined]
             # Straight to S3, into a one-off staging key that verify checks and moves into place.
             nonce = secrets.token_hex(16)
             p = await self.store.presign_upload(oid, nonce, ttl)  # type: ignore[attr-defined]
             upload = {"href": p.href, "header": p.header, "expires_in": expires_in}
         else:
             token = self.signer.sign("upload", model.id, oid, size, ttl)
-            upload = {"href": urls.object(oid), "header": {"Authorization": "Bearer " + token},
-                      "expires_in": expires_in}
+            upload = {"href": urls.object(oid, token if self_contained else None),
+                      "header": {"Authorization": "Bearer " + token}, "expires_in": expires_in}
         verify_token = self.signer.sign("verify", model.id, oid, size, ttl, nonce)
         entry["actions"] = {
             "upload": upload,

@@ -169,7 +169,7 @@ class Models:
 
     async def list(self, identity: Identity, *, namespace: str | None = None, search: str | None = None,
                    tag: str | None = None, library: str | None = None, pipeline_tag: str | None = None,
-                   limit: int = 100, offset: int = 0) -> list[Model]:
+                   keywords: list[str] | None = None, limit: int = 100, offset: int = 0) -> list[Model]:
         role = memberships.c.role
         query = (sa.select(models, namespaces.c.name.label("ns_name"), role)
                  .join(namespaces, namespaces.c.id == models.c.namespace_id)
@@ -187,6 +187,11 @@ class Models:
                                                   model_card_tags.c.tag == tag))
         if library:
             query = query.where(sa.func.lower(models.c.library_name) == library.lower())
+        for word in keywords or ():
+            # A card tag, the library or the task: the Hub's `filter` semantics.
+            query = query.where(sa.or_(
+                sa.exists().where(model_card_tags.c.model_id == models.c.id, model_card_tags.c.tag == word),
+                sa.func.lower(models.c.library_name) == word.lower(), models.c.pipeline_tag == word))
         if pipeline_tag:
             query = query.where(models.c.pipeline_tag == pipeline_tag)
         if search:

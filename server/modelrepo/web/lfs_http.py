@@ -84,6 +84,11 @@ async def _transfer_model(request: web.Request, operation: str, oid: str) -> tup
     ns, name = _repo(request)
     models = request.app[MODELS]
     claim: ActionClaim | None = request.get(ACTION)
+    if claim is None and "token" in request.query:
+        # The same signed token, carried in the href (clients that send no action headers).
+        claim = request.app[LFS].signer.verify(request.query["token"])
+        if claim is None:
+            raise Unauthenticated("LFS action token invalid or expired; run the command again")
     if claim is None:
         check = models.for_read if operation == "download" else models.for_write
         return await check(identity_of(request), ns, name), None
@@ -121,7 +126,14 @@ async def download(request: web.Request) -> web.StreamResponse:
     lfs = request.app[LFS]
     size = await lfs.readable_size(model.id, oid)
     headers = {"Cache-Control": "private, max-age=0", "Content-Type": "application/octet-stream"}
-    path = lfs.store.local_path(oid)
+    return await send_stored_object(request, lfs.store, oid, size, headers)
+
+
+async def send_stored_object(request: web.Request, store, oid: str, size: int,
+                             headers: dict[str, str]) -> web.StreamResponse:
+    """Stream an object from the store with Range support: sendfile(2) for a local file,
+    chunked reads for S3. Shared by LFS downloads and the Hub API's /resolve."""
+    path = store.local_path(oid)
     if path is not None:
         if not path.is_file():
             raise NotFound("object missing from storage", code="object_missing")
@@ -134,8 +146,9 @@ async def download(request: web.Request) -> web.StreamResponse:
     if status == 206:
         resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     await resp.prepare(request)
-    async for chunk in lfs.store.read(oid, start, end):
-        await resp.write(chunk)
+    if request.method != "HEAD":
+        async for chunk in store.read(oid, start, end):
+            await resp.write(chunk)
     await resp.write_eof()
     return resp
 

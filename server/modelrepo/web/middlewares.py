@@ -14,6 +14,7 @@ from ..services.action_tokens import PREFIX as ACTION_PREFIX
 from ..services.action_tokens import ActionClaim
 from ..services.access import ANONYMOUS, Identity
 from .auth import parse_authorization
+from .hub_errors import hub_error_headers, is_hub
 
 # Reachable without credentials even when auth.allow_anonymous_read is false.
 ANONYMOUS_ALWAYS = frozenset({"/healthz"})
@@ -37,9 +38,15 @@ def is_lfs(request: web.Request) -> bool:
     return "/info/lfs/" in request.path
 
 
-def error_response(request: web.Request, status: int, code: str, message: str) -> web.Response:
+def error_response(request: web.Request, status: int, code: str, message: str,
+                   exc: ModelrepoError | None = None) -> web.Response:
     headers = dict(NO_CACHE)
     realm = request.app[SETTINGS].auth.realm
+    if is_hub(request):
+        # The Hugging Face client's shape: {"error": ...} and X-Error-Code headers.
+        headers.update(hub_error_headers(exc, code, message))
+        return web.Response(status=status, body=json.dumps({"error": message}).encode(),
+                            content_type="application/json", headers=headers)
     if is_lfs(request):
         # git-lfs error shape; LFS-Authenticate rather than WWW-Authenticate so that browsers do
         # not prompt and git-lfs asks the git credential helper (docs/api/batch.md).
@@ -73,7 +80,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         else:
             raise
     except ModelrepoError as exc:
-        response = error_response(request, exc.status, exc.code, exc.message)
+        response = error_response(request, exc.status, exc.code, exc.message, exc)
     except Exception:
         log.exception("unhandled_error", path=request.path)
         response = error_response(request, 500, "internal_error", f"internal error (request id {request_id})")
@@ -110,7 +117,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             raise Unauthenticated("invalid credentials")
         identity = found
         structlog.contextvars.bind_contextvars(user=identity.name)
-    elif not request.app[SETTINGS].auth.allow_anonymous_read and request.path not in ANONYMOUS_ALWAYS:
+    elif (not request.app[SETTINGS].auth.allow_anonymous_read and request.path not in ANONYMOUS_ALWAYS
+          and "token" not in request.query):  # signed LFS hrefs carry their own authority
         raise Unauthenticated("authentication required")
     request[IDENTITY] = identity
     return await handler(request)

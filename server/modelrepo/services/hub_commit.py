@@ -1,0 +1,285 @@
+"""Commits made through the Hub API (``create_commit``, ``upload_folder``): built server-side with
+pygit2, judged by exactly the rules a git push is judged by, and published with a compare-and-swap
+ref update, then given the same post-receive effects (catalog, events).
+
+Regular files arrive base64-encoded in the NDJSON body and are written as blobs while the body is
+read; LFS files arrive as (oid, size) of objects the client uploaded through the LFS batch API
+beforehand, and land as pointers, with `.gitattributes` extended when a path is not yet covered.
+"""
+
+import asyncio
+import base64
+import binascii
+import json
+import posixpath
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pygit2
+
+from ..errors import Conflict, EntryNotFound, InvalidInput, NotFound, PreconditionFailed, TooLarge, Unprocessable
+from ..metadata import parse_card
+from ..names import check_ref_name
+from . import push_rules as rules
+from .access import Identity, role_level
+from .deployments import Deployments
+from .git_rpc import GitRunner
+from .lfs import OID_RE, Lfs
+from .models import Model, Models
+from .push_effects import PushEffects
+from .push_rules import ZERO, NewBlob, RefUpdate
+
+POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n"
+
+
+@dataclass
+class CommitPlan:
+    summary: str = ""
+    description: str = ""
+    parent: str | None = None
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)  # path -> (blob oid, size)
+    lfs: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # path -> (sha256, size)
+    deleted_files: list[str] = field(default_factory=list)
+    deleted_folders: list[str] = field(default_factory=list)
+
+
+def _check_path(path: object) -> str:
+    if not isinstance(path, str) or not path or len(path) > 4096:
+        raise InvalidInput("every operation needs a path")
+    parts = path.strip("/").split("/")
+    if path.startswith("/") or any(p in ("", ".", "..", ".git") for p in parts) or "\x00" in path:
+        raise InvalidInput(f"invalid path {path!r}")
+    return path.strip("/")
+
+
+async def read_ndjson(lines: AsyncIterator[bytes], repo: pygit2.Repository) -> CommitPlan:
+    """Parse the NDJSON operations, writing regular files as blobs as they arrive."""
+    plan = CommitPlan()
+    seen_header = False
+    async for raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+            key, value = item["key"], item["value"]
+        except (ValueError, KeyError, TypeError):
+            raise InvalidInput("malformed NDJSON line: expected {\"key\": ..., \"value\": {...}}") from None
+        if not isinstance(value, dict):
+            raise InvalidInput(f"{key}: value must be an object")
+        if key == "header":
+            seen_header = True
+            plan.summary = str(value.get("summary") or "")
+            plan.description = str(value.get("description") or "")
+            parent = value.get("parentCommit")
+            if parent is not None and not (isinstance(parent, str) and 5 <= len(parent) <= 40):
+                raise InvalidInput("parentCommit must be a commit sha")
+            plan.parent = parent
+        elif key == "file":
+            path = _check_path(value.get("path"))
+            if value.get("encoding", "base64") != "base64":
+                raise InvalidInput(f"{path}: only base64 encoding is supported")
+            try:
+                data = base64.b64decode(value.get("content") or "", validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInput(f"{path}: content is not valid base64") from None
+            oid = await asyncio.to_thread(repo.create_blob, data)
+            plan.files[path] = (str(oid), len(data))
+        elif key == "lfsFile":
+            path = _check_path(value.get("path"))
+            oid, size = value.get("oid"), value.get("size")
+            if value.get("algo", "sha256") != "sha256" or not isinstance(oid, str) or not OID_RE.match(oid):
+                raise InvalidInput(f"{path}: lfsFile needs algo sha256 and a 64-hex oid")
+            if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+                raise InvalidInput(f"{path}: invalid size")
+            plan.lfs[path] = (oid, size)
+        elif key == "deletedFile":
+            plan.deleted_files.append(_check_path(value.get("path")))
+        elif key == "deletedFolder":
+            plan.deleted_folders.append(_check_path(value.get("path")))
+        else:
+            raise InvalidInput(f"unknown operation {key!r}")
+    if not seen_header:
+        raise InvalidInput("the first NDJSON line must be the header")
+    return plan
+
+
+async def split_lines(chunks: AsyncIterator[bytes], max_body: int) -> AsyncIterator[bytes]:
+    """NDJSON lines from a streamed body, bounding the body (413) rather than trusting it."""
+    buf = bytearray()
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > max_body:
+            raise TooLarge(f"commit body larger than {max_body} bytes: upload big files through LFS")
+        buf += chunk
+        while (nl := buf.find(b"\n")) >= 0:
+            yield bytes(buf[:nl])
+            del buf[:nl + 1]
+    if buf:
+        yield bytes(buf)
+
+
+def _lfs_covered(path: str, gitattributes: bytes | None) -> bool:
+    if gitattributes is None:
+        return False
+    a = rules.lfs_attributes(path, rules._attr_lines(gitattributes))
+    return a.get("filter") == "lfs" and a.get("diff") == "lfs" and a.get("merge") == "lfs" and a.get("text") is False
+
+
+def _pattern_for(path: str, weight_patterns: tuple[str, ...]) -> str:
+    ext = posixpath.splitext(path)[1]
+    if ext and f"*{ext}" in weight_patterns:
+        return f"*{ext}"
+    # An exact path; gitattributes patterns treat spaces and specials literally only when escaped.
+    return "/" + "".join(f"\\{c}" if c in " *?[]\\" else c for c in path)
+
+
+class HubCommits:
+    def __init__(self, models: Models, lfs: Lfs, deployments: Deployments, effects: PushEffects, git: GitRunner,
+                 max_plain_blob: int, weight_patterns: tuple[str, ...], max_body: int) -> None:
+        self.models = models
+        self.lfs = lfs
+        self.deployments = deployments
+        self.effects = effects
+        self.git = git
+        self.max_plain_blob = max_plain_blob
+        self.weight_patterns = weight_patterns
+        self.max_body = max_body
+
+    async def commit(self, identity: Identity, ns: str, name: str, revision: str, body: AsyncIterator[bytes],
+                     clone_url: str) -> str:
+        model = await self.models.for_write(identity, ns, name)
+        branch = revision.removeprefix("refs/heads/")
+        try:
+            check_ref_name(branch, "branch")
+        except InvalidInput:
+            raise NotFound(f"Invalid rev id: {revision}", code="revision_not_found") from None
+        path = self.models.path(model)
+        repo = pygit2.Repository(str(path))
+        plan = await read_ndjson(split_lines(body, self.max_body), repo)
+        return await asyncio.shield(self._apply(identity, model, branch, plan, clone_url))
+
+    async def _apply(self, identity: Identity, model: Model, branch: str, plan: CommitPlan, clone_url: str) -> str:
+        path = self.models.path(model)
+        ref = f"refs/heads/{branch}"
+        tip, tree_id, gitattributes = await asyncio.to_thread(self._current, path, ref)
+        if tip is None and branch != model.default_branch:
+            raise NotFound(f"Invalid rev id: {branch}", code="revision_not_found")
+        if plan.parent and (tip is None or not tip.startswith(plan.parent.lower())):
+            raise PreconditionFailed(f"A commit has happened since. The branch is at {tip}, not at {plan.parent}. "
+                                     "Please refresh and try again.")
+        # LFS files: the objects must already be in this repository, with these sizes.
+        linked = await self.lfs.linked_sizes(model.id, sorted({oid for oid, _ in plan.lfs.values()}))
+        pointers: dict[str, rules.LfsPointer] = {}
+        for p, (oid, size) in plan.lfs.items():
+            if size is None:
+                size = linked.get(oid)
+            if size is None:
+                raise Unprocessable(f"{p}: its LFS object {oid[:12]}… was never uploaded to this repository")
+            pointers[p] = rules.LfsPointer(oid, size)
+        new_attributes = self._extend_attributes(gitattributes, list(pointers))
+        try:
+            new_commit, blobs, readme = await asyncio.to_thread(
+                self._build, path, tip, tree_id, plan, pointers, new_attributes, identity)
+        except KeyError as exc:
+            raise EntryNotFound(f"A file with this name doesn't exist: {exc.args[0]}", tip) from None
+        problems = rules.check_blobs(blobs, max_plain_blob=self.max_plain_blob, weight_patterns=self.weight_patterns)
+        lfs_paths = [b.path for b in blobs if rules.needs_lfs(b, self.weight_patterns)]
+        attrs_now = new_attributes if new_attributes is not None else gitattributes
+        problems += rules.check_attributes(ref, lfs_paths, attrs_now)
+        problems += rules.check_lfs_objects({b.path: b.pointer for b in blobs if b.pointer}, linked, branch)
+        if branch == model.default_branch and readme is not False:
+            problems += rules.check_card(ref, parse_card(readme))
+        update = RefUpdate(tip or ZERO, new_commit, ref)
+        problems += rules.check_ref_updates(
+            [update], namespace_admin=identity.is_admin or role_level(model.role) >= role_level("admin"),
+            default_branch=model.default_branch, allow_force_push=model.allow_force_push,
+            deployed=await self.deployments.live_refs(model.id), non_fast_forward=set())
+        if problems:
+            raise Unprocessable("commit refused: " + " | ".join(problems), code="commit_refused")
+        await self._swap(path, ref, new_commit, tip)
+        await self.effects.apply(model, [update], pusher=identity.name, clone_url=clone_url)
+        return new_commit
+
+    @staticmethod
+    def _current(path, ref: str) -> tuple[str | None, str | None, bytes | None]:
+        repo = pygit2.Repository(str(path))
+        if ref not in repo.references:
+            return None, None, None
+        commit = repo[repo.references[ref].resolve().target].peel(pygit2.Commit)
+        try:
+            attrs = repo[commit.tree[".gitattributes"].id].data
+        except KeyError:
+            attrs = None
+        return str(commit.id), str(commit.tree.id), attrs
+
+    def _extend_attributes(self, current: bytes | None, lfs_paths: list[str]) -> bytes | None:
+        """.gitattributes with a line for every LFS path not yet covered; None if nothing changes."""
+        text = current or b""
+        added = False
+        for p in sorted(lfs_paths):
+            if _lfs_covered(p, text if (current is not None or added) else None):
+                continue
+            line = f"{_pattern_for(p, self.weight_patterns)} {rules.LFS_ATTRS}\n".encode()
+            if text and not text.endswith(b"\n"):
+                text += b"\n"
+            text += line
+            added = True
+        return text if added else None
+
+    def _build(self, path, tip: str | None, tree_id: str | None, plan: CommitPlan,
+               pointers: dict[str, rules.LfsPointer], new_attributes: bytes | None,
+               identity: Identity) -> tuple[str, list[NewBlob], bytes | None | bool]:
+        repo = pygit2.Repository(str(path))
+        index = pygit2.Index()
+        if tree_id:
+            index.read_tree(repo[tree_id])
+        for folder in plan.deleted_folders:
+            prefix = folder.rstrip("/") + "/"
+            doomed = [e.path for e in index if e.path.startswith(prefix)]
+            if not doomed:
+                raise KeyError(folder)
+            for p in doomed:
+                index.remove(p)
+        for p in plan.deleted_files:
+            if p not in index:
+                raise KeyError(p)
+            index.remove(p)
+        blobs: list[NewBlob] = []
+        for p, (oid, size) in plan.files.items():
+            index.add(pygit2.IndexEntry(p, pygit2.Oid(hex=oid), pygit2.enums.FileMode.BLOB))
+            data = repo[oid].data if size < rules.POINTER_MAX else b""
+            blobs.append(NewBlob(oid, p, size, rules.parse_pointer(data) if data else None))
+        for p, pointer in pointers.items():
+            text = POINTER.format(oid=pointer.oid, size=pointer.size).encode()
+            oid = repo.create_blob(text)
+            index.add(pygit2.IndexEntry(p, oid, pygit2.enums.FileMode.BLOB))
+            blobs.append(NewBlob(str(oid), p, len(text), pointer))
+        if new_attributes is not None:
+            oid = repo.create_blob(new_attributes)
+            index.add(pygit2.IndexEntry(".gitattributes", oid, pygit2.enums.FileMode.BLOB))
+        new_tree = index.write_tree(repo)
+        now = int(time.time())
+        sig = pygit2.Signature(identity.name or "modelrepo", f"{identity.name}@modelrepo.invalid", now, 0)
+        message = plan.summary or "Upload files"
+        if plan.description:
+            message += "\n\n" + plan.description
+        commit = repo.create_commit(None, sig, sig, message + "\n", new_tree, [pygit2.Oid(hex=tip)] if tip else [])
+        readme: bytes | None | bool = False  # False: README.md untouched by this commit
+        if "README.md" in plan.files or "README.md" in plan.deleted_files or "README.md" in pointers:
+            try:
+                readme = repo[repo[new_tree]["README.md"].id].data
+            except KeyError:
+                readme = None
+        return str(commit), blobs, readme
+
+    async def _swap(self, path, ref: str, new: str, old: str | None) -> None:
+        """Move the ref only if it still points where we built from (git update-ref's own CAS)."""
+        proc = await asyncio.create_subprocess_exec(
+            self.git.binary, "-C", str(path), "update-ref", "-m", "commit via Hub API", ref, new, old or ZERO,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            env=self.git.environment(None, None))
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise Conflict(f"the branch moved while the commit was built; try again ({err.decode()[:200].strip()})")
