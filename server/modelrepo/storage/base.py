@@ -37,6 +37,14 @@ class ObjectStore(Protocol):
 
     async def delete(self, oid: str) -> None: ...
 
+    def list_objects(self) -> AsyncIterator[tuple[str, int, float]]:
+        """(oid, size, mtime) of every stored object."""
+
+    async def list_temp(self) -> list[tuple[str, float]]:
+        """(name, mtime) of partial uploads (temp files, staging keys, open multipart uploads)."""
+
+    async def delete_temp(self, name: str) -> None: ...
+
     async def close(self) -> None: ...
 
 

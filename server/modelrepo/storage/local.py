@@ -96,6 +96,26 @@ class LocalStore:
         finally:
             f.close()
 
+    async def list_objects(self) -> AsyncIterator[tuple[str, int, float]]:
+        """(oid, size, mtime) of every stored object, for gc and fsck."""
+        def scan() -> list[tuple[str, int, float]]:
+            out = []
+            for path in self.objects.glob("??/??/*"):
+                st = path.stat()
+                out.append((path.name, st.st_size, st.st_mtime))
+            return out
+
+        for item in await asyncio.to_thread(scan):
+            yield item
+
+    async def list_temp(self) -> list[tuple[str, float]]:
+        """(name, mtime) of upload temp files: in-flight uploads, or leftovers of a crash."""
+        return await asyncio.to_thread(lambda: [(p.name, p.stat().st_mtime) for p in self.tmp.iterdir()])
+
+    async def delete_temp(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.unlink, self.tmp / name)
+
     async def delete(self, oid: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(os.unlink, self.path(oid))

@@ -161,6 +161,37 @@ class S3Store:
                                                                UploadId=upload_id))
             raise
 
+    async def list_objects(self) -> AsyncIterator[tuple[str, int, float]]:
+        """(oid, size, mtime) of every stored object (staging keys excluded), for gc and fsck."""
+        s3 = await self.client()
+        paginator = s3.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for item in page.get("Contents", []):
+                rel = item["Key"][len(self.prefix):]
+                if rel.startswith("incoming/"):
+                    continue
+                yield rel.rsplit("/", 1)[-1], int(item["Size"]), item["LastModified"].timestamp()
+
+    async def list_temp(self) -> list[tuple[str, float]]:
+        """Staging keys of direct uploads never verified, and multipart uploads never completed."""
+        s3 = await self.client()
+        out: list[tuple[str, float]] = []
+        paginator = s3.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}incoming/"):
+            out += [(item["Key"], item["LastModified"].timestamp()) for item in page.get("Contents", [])]
+        uploads = await s3.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix)
+        out += [(f"multipart:{u['Key']}:{u['UploadId']}", u["Initiated"].timestamp())
+                for u in uploads.get("Uploads", [])]
+        return out
+
+    async def delete_temp(self, name: str) -> None:
+        s3 = await self.client()
+        if name.startswith("multipart:"):
+            _, key, upload_id = name.split(":", 2)
+            await s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        else:
+            await s3.delete_object(Bucket=self.bucket, Key=name)
+
     async def delete(self, oid: str) -> None:
         await self._call("delete_object", Bucket=self.bucket, Key=self.key(oid))
 
