@@ -9,6 +9,8 @@ from aiohttp import web
 
 from .catalog.db import Catalog
 from .drain import InFlight
+from .metrics import Metrics
+from .services.auth_guard import FailureLimiter
 from .keys import (
     ACCOUNTS,
     CATALOG,
@@ -18,6 +20,8 @@ from .keys import (
     HUB_COMMITS,
     INFLIGHT,
     LFS,
+    LIMITER,
+    METRICS,
     LOCKS,
     MODELS,
     PUSHES,
@@ -45,7 +49,7 @@ from .services.webhook_worker import WebhookWorker
 from .services.webhooks import Webhooks
 from .settings import Settings
 from .storage import open_store
-from .web import api, git_http, hub_http, lfs_http
+from .web import api, git_http, hub_http, lfs_http, ops_http
 from .web.internal import create_internal_app
 from .web.middlewares import AccessLogger, authenticate, request_context
 
@@ -61,9 +65,11 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[request_context, authenticate],
                           client_max_size=settings.limits.max_json_body)
     app[SETTINGS] = settings
+    app[METRICS] = metrics = Metrics()
+    app[LIMITER] = FailureLimiter(settings.auth.max_failures, settings.auth.failure_window)
     app[CATALOG] = catalog
     app[ACCOUNTS] = accounts
-    worker = WebhookWorker(catalog, settings.webhooks)
+    worker = WebhookWorker(catalog, settings.webhooks, metrics)
     app[WORKER] = worker
     app[WEBHOOKS] = Webhooks(catalog, settings.webhooks, worker.wake)
     models = Models(catalog, accounts, repos.RepoStore(settings.repos_dir), settings.git.default_branch, worker.wake)
@@ -78,12 +84,13 @@ def create_app(settings: Settings) -> web.Application:
     signer = ActionSigner(load_or_create_key(settings.secret_key_path))
     app[LFS] = Lfs(catalog, app[MODELS], open_store(settings), signer, settings.lfs)
     app[LOCKS] = Locks(catalog)
-    app[RECEIVE] = Receive(settings, models, app[LFS], app[DEPLOYMENTS], effects, app[GIT])
+    app[RECEIVE] = Receive(settings, models, app[LFS], app[DEPLOYMENTS], effects, app[GIT], metrics)
     app[HUB] = Hub(models, accounts, app[REFS])
     app[HUB_COMMITS] = HubCommits(models, app[LFS], app[DEPLOYMENTS], effects, app[GIT], settings.push.max_plain_blob,
                                   tuple(settings.push.weight_patterns), settings.limits.max_commit_body)
 
     api.add_routes(app)
+    ops_http.add_routes(app)
     # {name} may carry the ".git" suffix or not; the handlers strip it.
     app.router.add_get("/{ns}/{name}/info/refs", git_http.info_refs)
     app.router.add_post("/{ns}/{name}/git-upload-pack", git_http.upload_pack)

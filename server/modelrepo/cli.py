@@ -17,6 +17,7 @@ from typing import Any
 import click
 import structlog
 
+from . import sdnotify
 from .catalog.db import Catalog
 from .errors import ModelrepoError
 from .log import configure_logging
@@ -24,7 +25,7 @@ from .services import repos
 from .services.access import ROLES, SCOPES, VISIBILITIES, Identity
 from .services.accounts import Accounts
 from .services.models import Models
-from .settings import ConfigError, Settings, load_settings
+from .settings import ConfigError, Settings, load_settings, parse_size
 
 LOCAL_ADMIN = Identity(user_id=0, name="local-admin", is_admin=True, scope="admin")
 
@@ -84,11 +85,11 @@ def main() -> None:
 @data_options
 @click.option("--listen", help="HOST:PORT to listen on (default 127.0.0.1:8080)")
 def serve(config: Path | None, data: Path | None, listen: str | None) -> None:
-    """Run the daemon until SIGTERM or SIGINT."""
+    """Run the daemon until SIGTERM or SIGINT; SIGHUP reloads what can change without a restart."""
     settings = _settings(config, data, listen)
     configure_logging(settings.log.level, settings.log.format)
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, lambda: _settings(config, data, listen)))
     except OSError as exc:
         structlog.get_logger("modelrepo").error("startup_failed", error=str(exc))
         raise click.ClickException(str(exc)) from None
@@ -112,7 +113,24 @@ async def bootstrap(settings: Settings, accounts: Accounts) -> Path | None:
     return path
 
 
-async def _serve(settings: Settings) -> None:
+def _reload(app, reload_settings) -> None:
+    """SIGHUP: log level and format, webhook delivery settings (quotas live in the catalog and are
+    always current). Anything else needs a restart; a bad config is logged and ignored."""
+    from .keys import WEBHOOKS, WORKER  # noqa: PLC0415
+
+    log = structlog.get_logger("modelrepo")
+    try:
+        new = reload_settings()
+    except click.ClickException as exc:
+        log.error("reload_failed", error=exc.message)
+        return
+    configure_logging(new.log.level, new.log.format)
+    app[WORKER].settings = new.webhooks
+    app[WEBHOOKS].settings = new.webhooks
+    log.warning("reloaded", log_level=new.log.level, webhooks=str(new.webhooks))
+
+
+async def _serve(settings: Settings, reload_settings=None) -> None:
     from aiohttp import web  # noqa: PLC0415 - keep admin commands light
 
     from .app import create_app, make_runner  # noqa: PLC0415
@@ -136,13 +154,21 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if reload_settings is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reload, app, reload_settings)
+    sdnotify.notify(f"READY=1\nSTATUS=listening on {settings.server.host}:{port}\nMAINPID={os.getpid()}")
+    interval = sdnotify.watchdog_interval()
+    watchdog = asyncio.create_task(sdnotify.watchdog_loop(interval)) if interval else None
     await stop.wait()
+    sdnotify.notify("STOPPING=1\nSTATUS=draining")
     log.info("stopping", in_flight=app[INFLIGHT].count, drain_timeout=settings.server.shutdown_timeout)
     await site.stop()  # no new connections from here on
     drained = await app[INFLIGHT].wait_idle(settings.server.shutdown_timeout)
     if not drained:
         log.warning("drain_timeout", in_flight=app[INFLIGHT].count)
     await runner.cleanup()
+    if watchdog is not None:
+        watchdog.cancel()
     log.info("stopped")
 
 
@@ -205,6 +231,31 @@ async def namespace_add_member(settings: Settings, accounts: Accounts, models: M
                                role: str) -> None:
     m = await accounts.set_member(ns, user_name, role)
     click.echo(f"{m['user']} is {m['role']} of {m['namespace']}")
+
+
+@namespace.command("set-quota")
+@data_options
+@click.argument("ns")
+@click.option("--bytes", "bytes_", help="LFS storage quota, e.g. 500G or 1TiB; 'none' for unlimited")
+@click.option("--models", "models_", help="number of models; 'none' for unlimited")
+@run_service
+async def namespace_set_quota(settings: Settings, accounts: Accounts, models: Models, ns: str, bytes_: str | None,
+                              models_: str | None) -> None:
+    current = await accounts.quota((await accounts.get_namespace(ns)).id)
+
+    def value(raw: str | None, old: int | None, parse) -> int | None:
+        if raw is None:
+            return old
+        if raw.lower() in ("none", "unlimited", ""):
+            return None
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    result = await accounts.set_quota(ns, bytes_=value(bytes_, current["bytes"], parse_size),
+                                      models_=value(models_, current["models"], int))
+    click.echo(f"{result['namespace']}: quota {result['quota']}, usage {result['usage']}")
 
 
 @main.group()

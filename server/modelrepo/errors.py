@@ -92,3 +92,19 @@ class EntryNotFound(NotFound):
     def __init__(self, message: str, commit: str | None = None) -> None:
         super().__init__(message)
         self.commit = commit
+
+
+class TooManyRequests(ModelrepoError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(int(retry_after + 0.999))}
+
+
+class InsufficientStorage(ModelrepoError):
+    """A namespace quota would be exceeded (git-lfs batch.md names 507 for this)."""
+
+    status = 507
+    code = "quota_exceeded"

@@ -4,6 +4,8 @@ from aiohttp import web
 
 from .catalog.db import Catalog
 from .drain import InFlight
+from .metrics import Metrics
+from .services.auth_guard import FailureLimiter
 from .services.accounts import Accounts
 from .services.deployments import Deployments
 from .services.git_rpc import GitRunner
@@ -35,3 +37,5 @@ REFS = web.AppKey("ref_changes", RefChanges)
 RECEIVE = web.AppKey("receive", Receive)
 HUB = web.AppKey("hub", Hub)
 HUB_COMMITS = web.AppKey("hub_commits", HubCommits)
+METRICS = web.AppKey("metrics", Metrics)
+LIMITER = web.AppKey("limiter", FailureLimiter)

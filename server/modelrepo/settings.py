@@ -46,6 +46,8 @@ class ServerSettings:
     public_url: str | None = None
     # Seconds SIGTERM waits for in-flight requests before closing them.
     shutdown_timeout: Duration = Duration(30.0)
+    # /readyz fails when the data dir's filesystem has less free space than this.
+    min_free_space: ByteSize = ByteSize(1024**3)
 
     @property
     def host(self) -> str:
@@ -78,6 +80,10 @@ class AuthSettings:
     realm: str = "modelrepo"
     # Anonymous users may read public models; set false to require a token for everything.
     allow_anonymous_read: bool = True
+    # Brute-force guard: after this many failed authentications from one client address within
+    # failure_window, that address gets 429 until the window has passed.
+    max_failures: int = 20
+    failure_window: Duration = Duration(300.0)
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ class LimitsSettings:
     max_json_body: ByteSize = ByteSize(1024 * 1024)
     # Largest (decompressed) git-upload-pack negotiation body; a push body is not bounded here.
     max_upload_pack_request: ByteSize = ByteSize(64 * 1024 * 1024)
+    # Largest git push (receive-pack request body, after gzip); 0 means no limit.
+    max_push_size: ByteSize = ByteSize(0)
     # Largest Hub API commit body (regular files arrive base64-encoded in it; weights go through LFS).
     max_commit_body: ByteSize = ByteSize(256 * 1024 * 1024)
     # How long a git RPC may take end to end before the subprocess is killed.

@@ -33,6 +33,9 @@ namespaces = sa.Table(
     sa.Column("name_key", sa.String(96), nullable=False, unique=True),
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Quotas (null: unlimited): LFS bytes counted once per distinct linked object, and models.
+    sa.Column("quota_bytes", sa.BigInteger, nullable=True),
+    sa.Column("quota_models", sa.Integer, nullable=True),
 )
 
 memberships = sa.Table(

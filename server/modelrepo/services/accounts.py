@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from ..catalog.db import Catalog
-from ..catalog.schema import memberships, namespaces, tokens, users
+from ..catalog.schema import lfs_links, lfs_objects, memberships, models, namespaces, tokens, users
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound
 from ..names import check_name
 from .access import ROLES, SCOPES, Identity, check_namespace_admin, require_authenticated, require_site_admin
@@ -243,3 +243,39 @@ class Accounts:
                                        .where(memberships.c.namespace_id == ns.id)
                                        .order_by(users.c.name_key))).all()
         return [{"user": r.name, "role": r.role} for r in rows]
+
+    # -- quotas ------------------------------------------------------------------------------------
+    async def usage(self, namespace_id: int) -> dict:
+        """LFS bytes (each distinct object once, however many models link it) and model count."""
+        linked = (sa.select(lfs_links.c.oid).distinct().join(models, models.c.id == lfs_links.c.model_id)
+                  .where(models.c.namespace_id == namespace_id).subquery())
+        async with self.catalog.read() as conn:
+            used = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(lfs_objects.c.size), 0))
+                                       .where(lfs_objects.c.oid.in_(sa.select(linked.c.oid))))).scalar_one()
+            count = (await conn.execute(sa.select(sa.func.count()).select_from(models)
+                                        .where(models.c.namespace_id == namespace_id))).scalar_one()
+        return {"bytes": int(used), "models": int(count)}
+
+    async def quota(self, namespace_id: int) -> dict:
+        async with self.catalog.read() as conn:
+            row = (await conn.execute(sa.select(namespaces.c.quota_bytes, namespaces.c.quota_models)
+                                      .where(namespaces.c.id == namespace_id))).one()
+        return {"bytes": row.quota_bytes, "models": row.quota_models}
+
+    async def set_quota(self, ns_name: str, *, bytes_: int | None, models_: int | None) -> dict:
+        for value, what in ((bytes_, "bytes"), (models_, "models")):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise InvalidInput(f"quota {what} must be an integer >= 0 or null")
+        ns = await self.get_namespace(ns_name)
+        async with self.catalog.tx() as conn:
+            await conn.execute(namespaces.update().where(namespaces.c.id == ns.id).values(
+                quota_bytes=bytes_, quota_models=models_))
+        return {"namespace": ns.name, "quota": {"bytes": bytes_, "models": models_}, "usage": await self.usage(ns.id)}
+
+    async def set_quota_as(self, identity: Identity, ns_name: str, *, bytes_: int | None, models_: int | None) -> dict:
+        require_site_admin(identity)
+        return await self.set_quota(ns_name, bytes_=bytes_, models_=models_)
+
+    async def namespace_json(self, identity: Identity, ns_name: str) -> dict:
+        ns, role = await self.visible_namespace(identity, ns_name)
+        return {**ns.to_json(), "role": role, "quota": await self.quota(ns.id), "usage": await self.usage(ns.id)}

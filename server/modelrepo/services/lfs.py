@@ -18,12 +18,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..catalog.db import Catalog
 from ..catalog.schema import lfs_links, lfs_objects
-from ..errors import Conflict, IntegrityError, NotFound, TooLarge, Unprocessable
+from ..catalog.schema import models as models_table
+from ..errors import Conflict, InsufficientStorage, IntegrityError, NotFound, TooLarge, Unprocessable
 from ..settings import LfsSettings
 from ..storage.base import ObjectStore, Verifier, rechunk
 from .access import Identity
 from .action_tokens import ActionSigner
 from .models import Model, Models
+from .push_rules import human
 
 OID_RE = re.compile(r"^[0-9a-f]{64}$")
 OPERATIONS = ("upload", "download")
@@ -86,6 +88,8 @@ class Lfs:
         wanted = [o["oid"] for o in objects if isinstance(o, dict) and isinstance(o.get("oid"), str)
                   and OID_RE.match(o["oid"])]
         linked = await self.linked_sizes(model.id, wanted)
+        if operation == "upload":
+            await self._check_quota(model, objects, wanted)
         out = []
         for obj in objects:
             out.append(await self._plan(model, operation, obj, hash_algo, linked, urls, self_contained))
@@ -155,6 +159,27 @@ class Lfs:
             return {"href": p.href, "header": p.header, "expires_in": expires_in}
         token = self.signer.sign("download", model.id, oid, size, ttl)
         return {"href": urls.object(oid), "header": {"Authorization": "Bearer " + token}, "expires_in": expires_in}
+
+    async def _check_quota(self, model: Model, objects: list, wanted: list[str]) -> None:
+        """Refuse the whole batch (507, as batch.md names it) when the namespace's LFS quota would be
+        exceeded. Objects the namespace already links count nothing: they are stored once."""
+        quota = (await self.models.accounts.quota(model.namespace_id))["bytes"]
+        if quota is None:
+            return
+        sizes = {o["oid"]: o.get("size") for o in objects if isinstance(o, dict) and o.get("oid") in set(wanted)}
+        async with self.catalog.read() as conn:
+            present = set((await conn.execute(
+                sa.select(lfs_links.c.oid).distinct().join(models_table, models_table.c.id == lfs_links.c.model_id)
+                .where(models_table.c.namespace_id == model.namespace_id, lfs_links.c.oid.in_(wanted)))).scalars())
+        needed = sum(s for oid, s in sizes.items() if oid not in present and isinstance(s, int) and s > 0)
+        if not needed:
+            return
+        used = (await self.models.accounts.usage(model.namespace_id))["bytes"]
+        if used + needed > quota:
+            raise InsufficientStorage(
+                f"namespace {model.namespace} LFS quota exceeded: {human(used)} used of {human(quota)}, "
+                f"this push needs {human(needed)} more. Ask an administrator to raise the quota "
+                f"(modelrepo namespace set-quota {model.namespace} --bytes ...) or delete unused models.")
 
     # -- links ---------------------------------------------------------------------------------
     async def linked_sizes(self, model_id: int, oids: list[str]) -> dict[str, int]:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..catalog.db import Catalog
 from ..catalog.schema import deployments, memberships, model_card_tags, model_files, models, namespaces
-from ..errors import Conflict, InvalidInput
+from ..errors import Conflict, Forbidden, InvalidInput
 from ..names import check_name, check_ref_name
 from . import repos
 from .access import (
@@ -149,6 +149,9 @@ class Models:
             check_model_role(identity, role, "writer", "write")
         else:
             ns = await self.accounts.get_namespace(namespace)
+        quota = await self.accounts.quota(ns.id)
+        if quota["models"] is not None and (await self.accounts.usage(ns.id))["models"] >= quota["models"]:
+            raise Forbidden(f"namespace {ns.name} is at its quota of {quota['models']} models", code="quota_exceeded")
         now = time.time()
         try:
             async with self.catalog.tx() as conn:

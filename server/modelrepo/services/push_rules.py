@@ -230,3 +230,21 @@ def check_card(ref: str, card: ModelCard) -> list[str]:
     short = ref.split("/", 2)[-1]
     return [f"{short}: {e}. Fix README.md's front matter (see config/model-card.schema.json) and push again"
             for e in card.errors]
+
+
+_REASONS = (
+    ("must be stored with Git LFS", "lfs_required"),
+    (".gitattributes", "gitattributes"),
+    ("never uploaded", "lfs_missing"),
+    ("pointer says", "lfs_missing"),
+    ("README.md", "model_card"),
+    ("deployment", "deployed_ref"),
+    ("immutable", "protected_ref"),
+    ("default branch", "protected_ref"),
+    ("only branches", "protected_ref"),
+)
+
+
+def reason_of(message: str) -> str:
+    """A bounded label for metrics: which rule refused the push."""
+    return next((reason for needle, reason in _REASONS if needle in message), "other")

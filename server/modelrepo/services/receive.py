@@ -5,6 +5,7 @@ from pathlib import Path
 
 import structlog
 
+from ..metrics import Metrics
 from ..settings import Settings
 from .access import role_level
 from .deployments import Deployments
@@ -13,7 +14,7 @@ from .lfs import Lfs
 from .models import Models
 from .push_effects import PushEffects
 from .push_policy import GitReader, PushLimits, gather, judge, pointer_oids, quarantine_env
-from .push_rules import RefUpdate
+from .push_rules import RefUpdate, reason_of
 from .pushes import PushSession
 
 log = structlog.get_logger("modelrepo.receive")
@@ -31,13 +32,14 @@ def parse_updates(raw: object) -> list[RefUpdate]:
 
 class Receive:
     def __init__(self, settings: Settings, models: Models, lfs: Lfs, deployments: Deployments,
-                 effects: PushEffects, git: GitRunner) -> None:
+                 effects: PushEffects, git: GitRunner, metrics: Metrics) -> None:
         self.settings = settings
         self.models = models
         self.lfs = lfs
         self.deployments = deployments
         self.effects = effects
         self.git = git
+        self.metrics = metrics
         self.limits = PushLimits(settings.push.max_plain_blob, tuple(settings.push.weight_patterns))
 
     async def pre(self, session: PushSession, updates: list[RefUpdate], env: dict, cwd: str) -> list[str]:
@@ -56,6 +58,11 @@ class Receive:
             default_branch=model.default_branch, allow_force_push=model.allow_force_push,
             deployed=await self.deployments.live_refs(model.id), linked=linked,
             schema_file=self.settings.push.model_card_schema)
+        if problems:
+            for reason in sorted({reason_of(p) for p in problems}):
+                self.metrics.pushes.labels("refused", reason).inc()
+        else:
+            self.metrics.pushes.labels("accepted", "").inc()
         log.info("pre_receive", model=model.full_name, refs=[u.ref for u in updates], blobs=len(facts.blobs),
                  refused=len(problems), duration_ms=round((time.perf_counter() - started) * 1000, 1))
         return problems

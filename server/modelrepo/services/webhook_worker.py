@@ -18,6 +18,7 @@ import structlog
 from .. import __version__
 from ..catalog.db import Catalog
 from ..catalog.schema import deliveries, delivery_attempts, webhooks
+from ..metrics import Metrics
 from ..settings import WebhookSettings
 
 log = structlog.get_logger("modelrepo.webhooks")
@@ -34,9 +35,10 @@ def backoff(attempt: int, settings: WebhookSettings) -> float:
 
 
 class WebhookWorker:
-    def __init__(self, catalog: Catalog, settings: WebhookSettings) -> None:
+    def __init__(self, catalog: Catalog, settings: WebhookSettings, metrics: Metrics | None = None) -> None:
         self.catalog = catalog
-        self.settings = settings
+        self.settings = settings  # replaced on SIGHUP (reload)
+        self.metrics = metrics
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task | None = None
@@ -80,8 +82,11 @@ class WebhookWorker:
 
     async def _idle_time(self) -> float:
         async with self.catalog.read() as conn:
-            nxt = (await conn.execute(sa.select(sa.func.min(deliveries.c.next_attempt_at))
-                                      .where(deliveries.c.status == "pending"))).scalar()
+            nxt, depth = (await conn.execute(
+                sa.select(sa.func.min(deliveries.c.next_attempt_at), sa.func.count())
+                .where(deliveries.c.status == "pending"))).one()
+        if self.metrics:
+            self.metrics.queue.set(depth)
         if nxt is None:
             return 5.0
         return min(max(nxt - time.time(), 0.01), 5.0)
@@ -114,7 +119,8 @@ class WebhookWorker:
         code: int | None = None
         error: str | None = None
         try:
-            async with self._session.post(row.url, data=body, headers=headers, allow_redirects=False) as resp:
+            async with self._session.post(row.url, data=body, headers=headers, allow_redirects=False,
+                                          timeout=aiohttp.ClientTimeout(total=self.settings.timeout)) as resp:
                 code = resp.status
                 await resp.read()
                 if not 200 <= code < 300:
@@ -135,6 +141,8 @@ class WebhookWorker:
             await conn.execute(delivery_attempts.insert().values(
                 delivery_id=row.id, attempt=attempt, at=now, response_code=code, duration_ms=duration, error=error))
             await conn.execute(deliveries.update().where(deliveries.c.id == row.id).values(**values))
+        if self.metrics:
+            self.metrics.deliveries.labels(values.get("status", "retry")).inc()
         log.info("webhook_delivery", delivery=row.id, webhook=row.webhook_id, event_name=row.event,
                  attempt=attempt, status=values.get("status", "retry"), response_code=code,
                  duration_ms=round(duration, 1), error=error)

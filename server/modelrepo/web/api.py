@@ -150,8 +150,17 @@ async def list_namespaces(request: web.Request) -> web.Response:
 
 
 async def get_namespace(request: web.Request) -> web.Response:
-    ns, role = await request.app[ACCOUNTS].visible_namespace(identity_of(request), request.match_info["ns"])
-    return _json({**ns.to_json(), "role": role})
+    return _json(await request.app[ACCOUNTS].namespace_json(identity_of(request), request.match_info["ns"]))
+
+
+_QUOTA_VALUE = {"type": ["integer", "null"], "minimum": 0}
+SET_QUOTA = _schema({"bytes": _QUOTA_VALUE, "models": _QUOTA_VALUE})
+
+
+async def set_quota(request: web.Request) -> web.Response:
+    body = await read_json(request, SET_QUOTA)
+    return _json(await request.app[ACCOUNTS].set_quota_as(identity_of(request), request.match_info["ns"],
+                                                          bytes_=body.get("bytes"), models_=body.get("models")))
 
 
 async def list_members(request: web.Request) -> web.Response:
@@ -372,7 +381,10 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("DELETE", "/api/v1/users/{user}/tokens/{id}", revoke_token, "Revoke a token", status=204),
     ApiRoute("GET", "/api/v1/namespaces", list_namespaces, "Namespaces the caller belongs to (all, for a site admin)"),
     ApiRoute("POST", "/api/v1/namespaces", create_namespace, "Create a namespace (site admin)", CREATE_NAMESPACE, 201),
-    ApiRoute("GET", "/api/v1/namespaces/{ns}", get_namespace, "A namespace the caller belongs to"),
+    ApiRoute("GET", "/api/v1/namespaces/{ns}", get_namespace,
+             "A namespace the caller belongs to, with its quota and usage (LFS bytes, models)"),
+    ApiRoute("PUT", "/api/v1/namespaces/{ns}/quota", set_quota,
+             "Set a namespace's quotas, null for unlimited (site admin)", SET_QUOTA),
     ApiRoute("GET", "/api/v1/namespaces/{ns}/members", list_members, "Members of a namespace"),
     ApiRoute("PUT", "/api/v1/namespaces/{ns}/members/{user}", set_member,
              "Add a member or change a role (namespace admin)", SET_MEMBER),

@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from ..errors import Forbidden, ModelrepoError, TooLarge, UnsupportedMediaType
-from ..keys import GIT, MODELS, PUSHES, SETTINGS
+from ..keys import GIT, METRICS, MODELS, PUSHES, SETTINGS
 from ..services import git_rpc
 from ..services.models import Model
 from ..services.pushes import PushSession
@@ -108,14 +108,16 @@ async def _rpc(request: web.Request, service: str) -> web.StreamResponse:
             "GIT_COMMITTER_NAME": identity.name or "anonymous",
             "GIT_COMMITTER_EMAIL": f"{identity.name}@modelrepo.invalid",
         }
-    limit = settings.limits.max_upload_pack_request if service == "git-upload-pack" else None
+    limit = (settings.limits.max_upload_pack_request if service == "git-upload-pack"
+             else settings.limits.max_push_size or None)
     proc = await request.app[GIT].spawn(service, request.app[MODELS].path(model), advertise=False,
                                         git_protocol=git_protocol, extra_env=extra_env)
     resp = web.StreamResponse(headers={**NO_CACHE, "Content-Type": f"application/x-{service}-result",
                                        "X-Request-Id": request[REQUEST_ID]})
     try:
-        async with asyncio.timeout(settings.limits.git_rpc_timeout):
-            await _pump(request, proc, resp, limit)
+        with request.app[METRICS].active.labels("git").track_inprogress():
+            async with asyncio.timeout(settings.limits.git_rpc_timeout):
+                await _pump(request, proc, resp, limit)
         return resp
     finally:
         if secret:
@@ -135,7 +137,7 @@ async def _pump(request: web.Request, proc: asyncio.subprocess.Process, resp: we
                 total += len(chunk)
                 request[BYTES_IN] = total
                 if limit is not None and total > limit:
-                    raise TooLarge(f"git-upload-pack request larger than {limit} bytes")
+                    raise TooLarge(f"{service} request larger than {limit} bytes")
                 stdin.write(chunk)
                 await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):

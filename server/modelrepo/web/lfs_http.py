@@ -10,7 +10,7 @@ import re
 from aiohttp import web
 
 from ..errors import InvalidInput, ModelrepoError, NotFound, TooLarge, Unauthenticated, UnsupportedMediaType
-from ..keys import LFS, LOCKS, MODELS, SETTINGS
+from ..keys import LFS, LOCKS, METRICS, MODELS, SETTINGS
 from ..services.action_tokens import ActionClaim
 from ..services.lfs import Urls, check_oid
 from ..services.locks import LockConflict
@@ -116,7 +116,8 @@ async def upload(request: web.Request) -> web.Response:
             request[BYTES_IN] = request.get(BYTES_IN, 0) + len(chunk)
             yield chunk
 
-    await request.app[LFS].receive(model.id, oid, size, counted())
+    with request.app[METRICS].active.labels("lfs").track_inprogress():
+        await request.app[LFS].receive(model.id, oid, size, counted())
     return web.Response(status=200)
 
 
@@ -126,7 +127,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     lfs = request.app[LFS]
     size = await lfs.readable_size(model.id, oid)
     headers = {"Cache-Control": "private, max-age=0", "Content-Type": "application/octet-stream"}
-    return await send_stored_object(request, lfs.store, oid, size, headers)
+    with request.app[METRICS].active.labels("lfs").track_inprogress():
+        return await send_stored_object(request, lfs.store, oid, size, headers)
 
 
 async def send_stored_object(request: web.Request, store, oid: str, size: int,

@@ -8,8 +8,8 @@ import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from ..errors import ModelrepoError, Unauthenticated
-from ..keys import ACCOUNTS, INFLIGHT, LFS, SETTINGS
+from ..errors import ModelrepoError, StorageUnavailable, TooManyRequests, Unauthenticated
+from ..keys import ACCOUNTS, INFLIGHT, LFS, LIMITER, METRICS, SETTINGS
 from ..services.action_tokens import PREFIX as ACTION_PREFIX
 from ..services.action_tokens import ActionClaim
 from ..services.access import ANONYMOUS, Identity
@@ -17,7 +17,7 @@ from .auth import parse_authorization
 from .hub_errors import hub_error_headers, is_hub
 
 # Reachable without credentials even when auth.allow_anonymous_read is false.
-ANONYMOUS_ALWAYS = frozenset({"/healthz"})
+ANONYMOUS_ALWAYS = frozenset({"/healthz", "/readyz", "/metrics"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = structlog.get_logger("modelrepo.http")
 
@@ -80,7 +80,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         else:
             raise
     except ModelrepoError as exc:
+        if isinstance(exc, StorageUnavailable):
+            request.app[METRICS].storage_errors.inc()
         response = error_response(request, exc.status, exc.code, exc.message, exc)
+        response.headers.update(getattr(exc, "headers", {}))
     except Exception:
         log.exception("unhandled_error", path=request.path)
         response = error_response(request, 500, "internal_error", f"internal error (request id {request_id})")
@@ -98,24 +101,23 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     header = request.headers.get("Authorization")
     identity = ANONYMOUS
     if header:
-        parsed = parse_authorization(header)
-        if parsed is None:
-            raise Unauthenticated("malformed Authorization header")
-        user, token = parsed
-        if user is None and token.startswith(ACTION_PREFIX):
-            # A signed LFS action header from a batch response: checked here, bound to its
-            # repository/object/operation by the transfer handler.
-            claim = request.app[LFS].signer.verify(token)
-            if claim is None:
-                raise Unauthenticated("LFS action token invalid or expired; run the command again")
-            request[ACTION] = claim
+        limiter = request.app[LIMITER]
+        addr = request.remote or "unknown"
+        retry = limiter.retry_after(addr)
+        if retry is not None:
+            request.app[METRICS].auth_failures.labels("yes").inc()
+            log.warning("auth_rate_limited", remote=addr, retry_after=round(retry))
+            raise TooManyRequests(f"too many failed authentications from {addr}; retry in {retry:.0f} s", retry)
+        try:
+            identity = await _identify(request, header)
+        except Unauthenticated:
+            limiter.record(addr)
+            request.app[METRICS].auth_failures.labels("no").inc()
+            log.info("auth_failed", remote=addr)
+            raise
+        if identity is None:  # an LFS action token: the transfer handler binds it
             request[IDENTITY] = ANONYMOUS
             return await handler(request)
-        found = await request.app[ACCOUNTS].authenticate(token, user)
-        if found is None:
-            log.info("auth_failed", user=user, remote=request.remote)
-            raise Unauthenticated("invalid credentials")
-        identity = found
         structlog.contextvars.bind_contextvars(user=identity.name)
     elif (not request.app[SETTINGS].auth.allow_anonymous_read and request.path not in ANONYMOUS_ALWAYS
           and "token" not in request.query):  # signed LFS hrefs carry their own authority
@@ -124,11 +126,36 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
+async def _identify(request: web.Request, header: str) -> Identity | None:
+    """The caller's identity; None for a valid LFS action token (recorded on the request)."""
+    parsed = parse_authorization(header)
+    if parsed is None:
+        raise Unauthenticated("malformed Authorization header")
+    user, token = parsed
+    if user is None and token.startswith(ACTION_PREFIX):
+        # A signed LFS action header from a batch response: checked here, bound to its
+        # repository/object/operation by the transfer handler.
+        claim = request.app[LFS].signer.verify(token)
+        if claim is None:
+            raise Unauthenticated("LFS action token invalid or expired; run the command again")
+        request[ACTION] = claim
+        return None
+    found = await request.app[ACCOUNTS].authenticate(token, user)
+    if found is None:
+        raise Unauthenticated("invalid credentials")
+    return found
+
+
 class AccessLogger(AbstractAccessLogger):
-    """One structured line per request, after the response (streamed ones included) is done."""
+    """One structured line per request, after the response (streamed ones included) is done, and
+    the request metrics (so streamed bodies count in full)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:  # noqa: A002
         identity = request.get(IDENTITY)
+        route = request.match_info.route.resource if request.match_info.route else None
+        request.app[METRICS].observe(route.canonical if route else "unmatched", request.method, response.status,
+                                     time, request.path, request.get(BYTES_IN, request.content_length),
+                                     response.body_length)
         structlog.get_logger("modelrepo.access").info(
             "request",
             request_id=request.get(REQUEST_ID),
