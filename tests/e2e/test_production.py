@@ -127,6 +127,19 @@ def test_429_after_repeated_bad_tokens(daemon_each):
     assert '"auth_rate_limited"' in d.log()
 
 
+@pytest.mark.parametrize("daemon_each", [{"MODELREPO_LIMITS__MAX_PUSH_SIZE": "1 MiB"}], indirect=True)
+def test_push_size_limit(daemon_each, git, tmp_path):
+    d = daemon_each
+    d.ok("POST", "/api/v1/namespaces", body={"name": "l"})
+    d.ok("POST", "/api/v1/models", body={"namespace": "l", "name": "m"})
+    work = git.new_repo(tmp_path / "w", {"small.txt": "fits\n"})
+    git.run("push", "-q", d.git_url("l/m.git", "admin"), "main", cwd=work)
+    git.commit(work, {"data.txt": os.urandom(2 * MiB).hex()}, "too big")
+    proc = git.run("push", d.git_url("l/m.git", "admin"), "main", cwd=work, check=False)
+    assert proc.returncode != 0 and "413" in proc.stderr.decode(), proc.stderr
+    assert d.ok("GET", "/api/v1/models/l/m/refs")["branches"][0]["commit"] != git.out("rev-parse", "HEAD", cwd=work)
+
+
 @pytest.mark.parametrize("daemon_each", [{"MODELREPO_AUTH__MAX_FAILURES": "1000"}], indirect=True)
 def test_sigterm_during_lfs_upload_lets_it_finish(daemon_each, git, tmp_path):
     d = daemon_each

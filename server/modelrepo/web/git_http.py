@@ -117,7 +117,7 @@ async def _rpc(request: web.Request, service: str) -> web.StreamResponse:
     try:
         with request.app[METRICS].active.labels("git").track_inprogress():
             async with asyncio.timeout(settings.limits.git_rpc_timeout):
-                await _pump(request, proc, resp, limit)
+                await _pump(request, proc, resp, limit, service)
         return resp
     finally:
         if secret:
@@ -126,7 +126,7 @@ async def _rpc(request: web.Request, service: str) -> web.StreamResponse:
 
 
 async def _pump(request: web.Request, proc: asyncio.subprocess.Process, resp: web.StreamResponse,
-                limit: int | None) -> None:
+                limit: int | None, service: str) -> None:
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     stdin, stdout = proc.stdin, proc.stdout
 
