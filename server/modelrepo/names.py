@@ -32,14 +32,6 @@ def check_name(value: object, what: str) -> str:
     return value
 
 
-def is_valid_name(value: str) -> bool:
-    try:
-        check_name(value, "model")
-    except InvalidInput:
-        return False
-    return True
-
-
 def check_ref_name(value: object, what: str = "branch") -> str:
     """A branch or tag short name (without refs/heads/ or refs/tags/)."""
     if not isinstance(value, str) or not value or len(value) > 255 or _REF_BAD.search(value):

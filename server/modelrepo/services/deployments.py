@@ -22,7 +22,6 @@ from .snapshot import read_at
 from .webhooks import enqueue, envelope
 
 LIVE = ("requested", "active")
-STATUSES = ("requested", "active", "failed", "stopped")
 
 
 def _json(row: sa.Row, model: str) -> dict:

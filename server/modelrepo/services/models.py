@@ -257,11 +257,6 @@ class Models:
         model = await self.for_read(identity, namespace, name)
         return await asyncio.to_thread(repos.list_refs, self.path(model))
 
-    async def touch(self, model_id: int) -> None:
-        """Record that the repository changed (a push landed)."""
-        async with self.catalog.tx() as conn:
-            await conn.execute(models.update().where(models.c.id == model_id).values(updated_at=time.time()))
-
     async def files(self, model: Model) -> list[dict]:
         """The default branch's files as post-receive recorded them (LFS sizes, not pointer sizes)."""
         async with self.catalog.read() as conn:

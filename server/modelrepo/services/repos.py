@@ -209,11 +209,6 @@ def set_default_branch(path: Path, branch: str) -> None:
     repo.references["HEAD"].set_target(f"refs/heads/{branch}")
 
 
-def current_head(path: Path) -> str:
-    repo = pygit2.Repository(str(path))
-    return repo.references["HEAD"].target.removeprefix("refs/heads/")
-
-
 def ref_target(path: Path, ref: str, what: str) -> str:
     repo = pygit2.Repository(str(path))
     try:
