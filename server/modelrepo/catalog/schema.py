@@ -126,19 +126,19 @@ deliveries = sa.Table(
 delivery_attempts = sa.Table(
     "delivery_attempts", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("delivery_id", sa.String(36), sa.ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False,
-              index=True),
+    sa.Column("delivery_id", sa.String(36), sa.ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("response_code", sa.Integer, nullable=True),
     sa.Column("duration_ms", sa.Float, nullable=False),
     sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_delivery_attempts_delivery", "delivery_id"),
 )
 
 deployments = sa.Table(
     "deployments", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
     sa.Column("name", sa.String(96), nullable=False),
     sa.Column("revision", sa.String(255), nullable=False),
     sa.Column("commit", sa.String(40), nullable=False),
@@ -149,6 +149,7 @@ deployments = sa.Table(
     sa.Column("created_by", sa.String(96), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_deployments_model", "model_id"),
 )
 
 # Objects whose verified bytes are in the store (one row per OID, whatever links it).

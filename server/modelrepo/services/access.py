@@ -40,6 +40,11 @@ class Identity:
     def allows(self, scope: str) -> bool:
         return scope_level(self.scope) >= scope_level(scope)
 
+    def namespace_admin(self, role: str | None) -> bool:
+        """Admin of a namespace: by role there, or as a site admin (whatever the token's scope:
+        callers that need the admin scope check it separately)."""
+        return self.is_admin or role_level(role) >= role_level("admin")
+
     @property
     def site_admin(self) -> bool:
         """Site-admin powers need both the flag on the user and an admin-scoped token."""

@@ -22,7 +22,7 @@ from ..errors import Conflict, EntryNotFound, InvalidInput, NotFound, Preconditi
 from ..metadata import parse_card
 from ..names import check_ref_name
 from . import push_rules as rules
-from .access import Identity, role_level
+from .access import Identity
 from .deployments import Deployments
 from .git_rpc import GitRunner
 from .lfs import OID_RE, Lfs
@@ -193,7 +193,7 @@ class HubCommits:
             problems += rules.check_card(ref, parse_card(readme))
         update = RefUpdate(tip or ZERO, new_commit, ref)
         problems += rules.check_ref_updates(
-            [update], namespace_admin=identity.is_admin or role_level(model.role) >= role_level("admin"),
+            [update], namespace_admin=identity.namespace_admin(model.role),
             default_branch=model.default_branch, allow_force_push=model.allow_force_push,
             deployed=await self.deployments.live_refs(model.id), non_fast_forward=set())
         if problems:

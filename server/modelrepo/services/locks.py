@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from ..catalog.db import Catalog
 from ..catalog.schema import lfs_locks, users
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound
-from .access import Identity, role_level
+from .access import Identity
 from .models import Model
 
 MAX_PAGE = 100
@@ -109,8 +109,7 @@ class Locks:
             if row.owner_id != identity.user_id:
                 if not force:
                     raise Forbidden(f"lock is owned by {row.owner}; use --force (namespace admins only)")
-                if not (identity.site_admin or (role_level(model.role) >= role_level("admin")
-                                                and identity.allows("admin"))):
+                if not (identity.namespace_admin(model.role) and identity.allows("admin")):
                     raise Forbidden("only a namespace admin can force-unlock another user's lock")
             await conn.execute(lfs_locks.delete().where(lfs_locks.c.id == row.id))
         return _lock_json(row)

@@ -7,7 +7,6 @@ import structlog
 
 from ..metrics import Metrics
 from ..settings import Settings
-from .access import role_level
 from .deployments import Deployments
 from .git_rpc import GitRunner
 from .lfs import Lfs
@@ -54,7 +53,7 @@ class Receive:
         identity = session.identity
         problems = judge(
             facts, updates, limits=self.limits,
-            namespace_admin=identity.is_admin or role_level(model.role) >= role_level("admin"),
+            namespace_admin=identity.namespace_admin(model.role),
             default_branch=model.default_branch, allow_force_push=model.allow_force_push,
             deployed=await self.deployments.live_refs(model.id), linked=linked,
             schema_file=self.settings.push.model_card_schema)

@@ -8,7 +8,7 @@ import pygit2
 from ..errors import Conflict, Forbidden
 from ..names import check_ref_name
 from . import repos
-from .access import Identity, role_level
+from .access import Identity
 from .deployments import Deployments
 from .models import Model, Models
 from .push_effects import PushEffects
@@ -23,7 +23,7 @@ class RefChanges:
 
     async def _guard(self, identity: Identity, model: Model, update: RefUpdate) -> None:
         problems = check_ref_updates(
-            [update], namespace_admin=identity.is_admin or role_level(model.role) >= role_level("admin"),
+            [update], namespace_admin=identity.namespace_admin(model.role),
             default_branch=model.default_branch, allow_force_push=model.allow_force_push,
             deployed=await self.deployments.live_refs(model.id), non_fast_forward=set())
         if problems:
