@@ -15,6 +15,22 @@ from typing import Any
 import jsonschema
 import yaml
 
+class _CardLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases: a model card has no use for them, and expanding
+    them is how a few hundred bytes of YAML become gigabytes (the 'billion laughs')."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a model card",
+                                              event.start_mark)
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(None, None, "anchors (&name) are not allowed in a model card",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
 # The same front matter shape huggingface_hub recognises (repocard.py).
 _FRONT_MATTER = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
 MAX_CARD_BYTES = 1024 * 1024
@@ -75,7 +91,7 @@ def parse_card(readme: bytes | None, schema_file: Path | None = None) -> ModelCa
     if not m:
         return ModelCard(summary=summary)
     try:
-        data = yaml.safe_load(m.group(2))
+        data = yaml.load(m.group(2), Loader=_CardLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 2}, column {mark.column + 1})" if mark else ""

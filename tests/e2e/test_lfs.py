@@ -374,7 +374,7 @@ def test_transfer_token_abuse(lfs_world):
     assert http("PUT", action["href"], raw=data, headers={"Authorization": forged}).status == 401
     signer = ActionSigner((d.data / "secret.key").read_bytes())
     claim = signer.verify(action["header"]["Authorization"].removeprefix("Bearer "))
-    expired = signer.sign("upload", claim.model_id, oid, len(data), ttl=-60)
+    expired = signer.sign("upload", claim.model_key, oid, len(data), ttl=-60)
     r = http("PUT", action["href"], raw=data, headers={"Authorization": "Bearer " + expired})
     assert r.status == 401 and r.headers["LFS-Authenticate"].startswith("Basic")
     # A Content-Length that disagrees with the signed size.

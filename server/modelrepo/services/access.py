@@ -41,9 +41,8 @@ class Identity:
         return scope_level(self.scope) >= scope_level(scope)
 
     def namespace_admin(self, role: str | None) -> bool:
-        """Admin of a namespace: by role there, or as a site admin (whatever the token's scope:
-        callers that need the admin scope check it separately)."""
-        return self.is_admin or role_level(role) >= role_level("admin")
+        """Acting as a namespace admin: the role there (or site admin) and an admin-scoped token."""
+        return (self.is_admin or role_level(role) >= role_level("admin")) and self.allows("admin")
 
     @property
     def site_admin(self) -> bool:

@@ -46,7 +46,7 @@ def load_or_create_key(path: Path) -> bytes:
 @dataclass(frozen=True)
 class ActionClaim:
     operation: str  # "upload" | "download" | "verify"
-    model_id: int
+    model_key: str  # "<id>.<created_ms>": a deleted model's id may be reused, its key never
     oid: str
     size: int
     expires: int
@@ -66,11 +66,11 @@ class ActionSigner:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def sign(self, operation: str, model_id: int, oid: str, size: int, ttl: float, nonce: str = "") -> str:
-        if ":" in nonce:
-            raise ValueError("nonce must not contain ':'")
+    def sign(self, operation: str, model_key: str, oid: str, size: int, ttl: float, nonce: str = "") -> str:
+        if ":" in nonce or ":" in model_key:
+            raise ValueError("nonce and model key must not contain ':'")
         expires = int(time.time() + ttl)
-        payload = f"{operation}:{model_id}:{oid}:{size}:{expires}:{nonce}".encode()
+        payload = f"{operation}:{model_key}:{oid}:{size}:{expires}:{nonce}".encode()
         mac = hmac.new(self._key, payload, sha256).digest()
         return PREFIX + _b64(payload) + "." + _b64(mac)
 
@@ -86,8 +86,8 @@ class ActionSigner:
         if not hmac.compare_digest(hmac.new(self._key, payload, sha256).digest(), mac):
             return None
         try:
-            op, model_id, oid, size, expires, nonce = payload.decode().split(":")
-            claim = ActionClaim(op, int(model_id), oid, int(size), int(expires), nonce)
+            op, model_key, oid, size, expires, nonce = payload.decode().split(":")
+            claim = ActionClaim(op, model_key, oid, int(size), int(expires), nonce)
         except ValueError:
             return None
         if claim.expires < time.time():

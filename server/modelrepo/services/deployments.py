@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from ..catalog.db import Catalog
 from ..catalog.schema import deployments, models, namespaces
-from ..errors import Conflict, InvalidInput, NotFound, Unprocessable
+from ..errors import Conflict, InvalidInput, NotFound, Unauthenticated, Unprocessable
 from ..names import check_name, check_ref_name
 from .access import Identity
 from .models import Model, Models
@@ -106,6 +106,8 @@ class Deployments:
                 .join(namespaces, namespaces.c.id == models.c.namespace_id)
                 .where(deployments.c.id == deployment_id))).first()
         if row is None:
+            if identity.anonymous:  # as for models: anonymous callers cannot tell missing from private
+                raise Unauthenticated("authentication required")
             raise NotFound("deployment not found", code="deployment_not_found")
         try:
             check = self.models.for_write if write else self.models.for_read

@@ -83,7 +83,8 @@ class Hub:
         commit_id = str(commit.id)
         files = await asyncio.to_thread(hub_repo.all_files, path, commit_id)
         readme = next((f for f in files if f.path == "README.md"), None)
-        card = parse_card(await asyncio.to_thread(hub_repo.read_blob, path, readme.oid)) if readme else ModelCard()
+        card = (await asyncio.to_thread(lambda: parse_card(hub_repo.read_blob(path, readme.oid)))
+                if readme else ModelCard())
         return self._info(model, commit_id, card, files, commit.commit_time)
 
     async def tree(self, identity: Identity, ns: str, name: str, rev: str, subpath: str,

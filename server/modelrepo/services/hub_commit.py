@@ -44,12 +44,26 @@ class CommitPlan:
     deleted_folders: list[str] = field(default_factory=list)
 
 
+def _write_blob(repo: pygit2.Repository, path: str, content: str) -> tuple[str, int]:
+    """Decode and store one regular file (in a thread: both are CPU and disk work)."""
+    try:
+        data = base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{path}: content is not valid base64") from None
+    return str(repo.create_blob(data)), len(data)
+
+
 def _check_path(path: object) -> str:
     if not isinstance(path, str) or not path or len(path) > 4096:
         raise InvalidInput("every operation needs a path")
     parts = path.strip("/").split("/")
-    if path.startswith("/") or any(p in ("", ".", "..", ".git") for p in parts) or "\x00" in path:
+    if (path.startswith("/") or "\x00" in path or "\\" in path
+            or any(p in ("", ".", "..") or p.lower() == ".git" for p in parts)):
         raise InvalidInput(f"invalid path {path!r}")
+    if parts[-1].lower() == ".gitmodules":
+        # Submodules have no place in a model repository (and a hostile .gitmodules is a classic
+        # git attack); pushes get git's fsck, commits built here get this.
+        raise InvalidInput(".gitmodules is not allowed")
     return path.strip("/")
 
 
@@ -79,12 +93,10 @@ async def read_ndjson(lines: AsyncIterator[bytes], repo: pygit2.Repository) -> C
             path = _check_path(value.get("path"))
             if value.get("encoding", "base64") != "base64":
                 raise InvalidInput(f"{path}: only base64 encoding is supported")
-            try:
-                data = base64.b64decode(value.get("content") or "", validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidInput(f"{path}: content is not valid base64") from None
-            oid = await asyncio.to_thread(repo.create_blob, data)
-            plan.files[path] = (str(oid), len(data))
+            content = value.get("content") or ""
+            if not isinstance(content, str):
+                raise InvalidInput(f"{path}: content must be a base64 string")
+            plan.files[path] = await asyncio.to_thread(_write_blob, repo, path, content)
         elif key == "lfsFile":
             path = _check_path(value.get("path"))
             oid, size = value.get("oid"), value.get("size")
@@ -104,8 +116,9 @@ async def read_ndjson(lines: AsyncIterator[bytes], repo: pygit2.Repository) -> C
     return plan
 
 
-async def split_lines(chunks: AsyncIterator[bytes], max_body: int) -> AsyncIterator[bytes]:
-    """NDJSON lines from a streamed body, bounding the body (413) rather than trusting it."""
+async def split_lines(chunks: AsyncIterator[bytes], max_body: int, max_line: int) -> AsyncIterator[bytes]:
+    """NDJSON lines from a streamed body, bounding the body and each line (413) rather than
+    trusting them: one line holds one regular file, and regular files are small by rule."""
     buf = bytearray()
     total = 0
     async for chunk in chunks:
@@ -116,6 +129,9 @@ async def split_lines(chunks: AsyncIterator[bytes], max_body: int) -> AsyncItera
         while (nl := buf.find(b"\n")) >= 0:
             yield bytes(buf[:nl])
             del buf[:nl + 1]
+        if len(buf) > max_line:
+            raise TooLarge(f"an NDJSON line is longer than {max_line} bytes: files over push.max_plain_blob "
+                           "must be uploaded through LFS")
     if buf:
         yield bytes(buf)
 
@@ -157,7 +173,8 @@ class HubCommits:
             raise NotFound(f"Invalid rev id: {revision}", code="revision_not_found") from None
         path = self.models.path(model)
         repo = pygit2.Repository(str(path))
-        plan = await read_ndjson(split_lines(body, self.max_body), repo)
+        max_line = self.max_plain_blob * 4 // 3 + 64 * 1024
+        plan = await read_ndjson(split_lines(body, self.max_body, max_line), repo)
         return await asyncio.shield(self._apply(identity, model, branch, plan, clone_url))
 
     async def _apply(self, identity: Identity, model: Model, branch: str, plan: CommitPlan, clone_url: str) -> str:
@@ -178,19 +195,27 @@ class HubCommits:
             if size is None:
                 raise Unprocessable(f"{p}: its LFS object {oid[:12]}… was never uploaded to this repository")
             pointers[p] = rules.LfsPointer(oid, size)
+        # Judge the .gitattributes this commit will have, not the one it replaces.
+        if ".gitattributes" in plan.files:
+            gitattributes = await asyncio.to_thread(lambda: pygit2.Repository(str(path))[
+                plan.files[".gitattributes"][0]].data)
+        elif ".gitattributes" in plan.deleted_files:
+            gitattributes = None
         new_attributes = self._extend_attributes(gitattributes, list(pointers))
         try:
             new_commit, blobs, readme = await asyncio.to_thread(
                 self._build, path, tip, tree_id, plan, pointers, new_attributes, identity)
         except KeyError as exc:
             raise EntryNotFound(f"A file with this name doesn't exist: {exc.args[0]}", tip) from None
+        except (pygit2.GitError, ValueError) as exc:
+            raise InvalidInput(f"cannot build this commit: {exc}") from None
         problems = rules.check_blobs(blobs, max_plain_blob=self.max_plain_blob, weight_patterns=self.weight_patterns)
         lfs_paths = [b.path for b in blobs if rules.needs_lfs(b, self.weight_patterns)]
         attrs_now = new_attributes if new_attributes is not None else gitattributes
         problems += rules.check_attributes(ref, lfs_paths, attrs_now)
         problems += rules.check_lfs_objects({b.path: b.pointer for b in blobs if b.pointer}, linked, branch)
         if branch == model.default_branch and readme is not False:
-            problems += rules.check_card(ref, parse_card(readme))
+            problems += await asyncio.to_thread(lambda: rules.check_card(ref, parse_card(readme)))
         update = RefUpdate(tip or ZERO, new_commit, ref)
         problems += rules.check_ref_updates(
             [update], namespace_admin=identity.namespace_admin(model.role),

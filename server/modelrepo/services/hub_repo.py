@@ -63,7 +63,10 @@ def resolve(path: Path, revision: str) -> pygit2.Commit | None:
     return None
 
 
-def _entry(repo: pygit2.Repository, path: str, tree_entry: pygit2.Object) -> Entry:
+def _entry(repo: pygit2.Repository, path: str, tree_entry: pygit2.Object) -> Entry | None:
+    """None for what is neither file nor directory (a submodule's gitlink)."""
+    if tree_entry.type_str == "commit":
+        return None
     if tree_entry.type_str == "tree":
         return Entry("directory", path, str(tree_entry.id), 0)
     _, size = repo.odb.read_header(tree_entry.id)
@@ -94,6 +97,8 @@ def list_tree(path: Path, commit_id: str, subpath: str = "", recursive: bool = F
         for item in current:
             full = prefix + item.name
             entry = _entry(repo, full, item)
+            if entry is None:
+                continue
             out.append(entry)
             if recursive and entry.type == "directory":
                 stack.append((full + "/", repo[item.id]))
@@ -112,7 +117,7 @@ def file_entry(path: Path, commit_id: str, file_path: str) -> Entry | None:
     except (KeyError, ValueError):
         return None
     entry = _entry(repo, file_path, item)
-    return entry if entry.type == "file" else None
+    return entry if entry is not None and entry.type == "file" else None
 
 
 def read_blob(path: Path, blob_id: str) -> bytes:

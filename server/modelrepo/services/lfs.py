@@ -89,7 +89,7 @@ class Lfs:
                   and OID_RE.match(o["oid"])]
         linked = await self.linked_sizes(model.id, wanted)
         if operation == "upload":
-            await self._check_quota(model, objects, wanted)
+            await self.check_quota(model, objects, wanted)
         out = []
         for obj in objects:
             out.append(await self._plan(model, operation, obj, hash_algo, linked, urls, self_contained))
@@ -141,10 +141,10 @@ class Lfs:
             p = await self.store.presign_upload(oid, nonce, ttl)  # type: ignore[attr-defined]
             upload = {"href": p.href, "header": p.header, "expires_in": expires_in}
         else:
-            token = self.signer.sign("upload", model.id, oid, size, ttl)
+            token = self.signer.sign("upload", model.key, oid, size, ttl)
             upload = {"href": urls.object(oid, token if self_contained else None),
                       "header": {"Authorization": "Bearer " + token}, "expires_in": expires_in}
-        verify_token = self.signer.sign("verify", model.id, oid, size, ttl, nonce)
+        verify_token = self.signer.sign("verify", model.key, oid, size, ttl, nonce)
         entry["actions"] = {
             "upload": upload,
             "verify": {"href": urls.verify, "expires_in": expires_in,
@@ -157,10 +157,10 @@ class Lfs:
         if self.direct:
             p = await self.store.presign_download(oid, ttl)  # type: ignore[attr-defined]
             return {"href": p.href, "header": p.header, "expires_in": expires_in}
-        token = self.signer.sign("download", model.id, oid, size, ttl)
+        token = self.signer.sign("download", model.key, oid, size, ttl)
         return {"href": urls.object(oid), "header": {"Authorization": "Bearer " + token}, "expires_in": expires_in}
 
-    async def _check_quota(self, model: Model, objects: list, wanted: list[str]) -> None:
+    async def check_quota(self, model: Model, objects: list, wanted: list[str]) -> None:
         """Refuse the whole batch (507, as batch.md names it) when the namespace's LFS quota would be
         exceeded. Objects the namespace already links count nothing: they are stored once."""
         quota = (await self.models.accounts.quota(model.namespace_id))["bytes"]

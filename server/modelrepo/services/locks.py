@@ -109,7 +109,7 @@ class Locks:
             if row.owner_id != identity.user_id:
                 if not force:
                     raise Forbidden(f"lock is owned by {row.owner}; use --force (namespace admins only)")
-                if not (identity.namespace_admin(model.role) and identity.allows("admin")):
+                if not identity.namespace_admin(model.role):
                     raise Forbidden("only a namespace admin can force-unlock another user's lock")
             await conn.execute(lfs_locks.delete().where(lfs_locks.c.id == row.id))
         return _lock_json(row)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,11 @@ class Model:
     pipeline_tag: str | None = None
     total_size: int = 0
     head_commit: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Identity that survives id reuse: SQLite may hand a deleted model's id to a new one."""
+        return f"{self.id}.{int(self.created_at * 1000)}"
 
     @property
     def full_name(self) -> str:
@@ -246,8 +252,12 @@ class Models:
                           payload=envelope("model.deleted", model.namespace, model.name,
                                            {"deleted_by": identity.name}))
             await conn.execute(models.delete().where(models.c.id == model.id))
-            await asyncio.to_thread(self.store.delete, model.namespace, model.name)
+            # Renamed away inside the transaction (gone together with the rows); the slow part,
+            # removing the files, happens after the commit so no other writer waits on it.
+            trash = await asyncio.to_thread(self.store.trash, model.namespace, model.name)
         self.wake()
+        if trash is not None:
+            await asyncio.to_thread(shutil.rmtree, trash, True)
 
     # -- refs ------------------------------------------------------------------------------------
     def path(self, model: Model):

@@ -9,10 +9,10 @@ well under a second.
 import asyncio
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..metadata import parse_card
+from ..metadata import MAX_CARD_BYTES, parse_card
 from . import push_rules as rules
 from .git_rpc import GitRunner
 from .push_rules import NewBlob, RefUpdate
@@ -75,6 +75,22 @@ class GitReader:
                 result[parts[0]] = (parts[1], int(parts[2]))
         return result
 
+    async def types(self, specs: list[str]) -> dict[str, str]:
+        """spec -> object type ('missing' if it does not resolve), one cat-file for all."""
+        return {spec: kind for spec, (kind, _) in (await self.describe(specs)).items()}
+
+    async def describe(self, specs: list[str]) -> dict[str, tuple[str, int]]:
+        """spec (oid or rev:path) -> (type, size); ('missing', 0) if it does not resolve."""
+        if not specs:
+            return {}
+        data = "\n".join(specs).encode() + b"\n"
+        _, out = await self.run("cat-file", "--batch-check=%(objecttype) %(objectsize)", stdin=data)
+        result = {}
+        for spec, line in zip(specs, out.decode().splitlines(), strict=False):
+            parts = line.split()
+            result[spec] = (parts[0], int(parts[1])) if len(parts) == 2 and parts[1].isdigit() else ("missing", 0)
+        return result
+
     async def contents(self, specs: list[str]) -> dict[str, bytes | None]:
         """spec (an oid or rev:path) -> bytes, None if missing; one cat-file --batch for all."""
         if not specs:
@@ -106,6 +122,8 @@ class PushFacts:
     attributes: dict[str, bytes | None]  # ref -> .gitattributes at the tip
     cards: dict[str, bytes | None]  # ref -> README.md at the tip (default branch and tags only)
     non_fast_forward: set[str]
+    non_commit: frozenset[str] = frozenset()  # refs whose new value does not peel to a commit
+    oversize: list[str] = field(default_factory=list)  # README.md / .gitattributes too large to judge
 
 
 async def gather(reader: GitReader, updates: list[RefUpdate], default_branch: str,
@@ -133,7 +151,17 @@ async def gather(reader: GitReader, updates: list[RefUpdate], default_branch: st
     attr_specs = {u.ref: f"{u.new}:.gitattributes" for u in live if paths_by_ref.get(u.ref)}
     card_specs = {u.ref: f"{u.new}:README.md" for u in live
                   if u.is_tag or (u.is_branch and u.short == default_branch)}
-    fetched = await reader.contents(sorted(set(attr_specs.values()) | set(card_specs.values())))
+    # Read README.md / .gitattributes only when they are of a sane size: a writer must not be able
+    # to make the daemon load a 1 GiB blob that compresses to 1 MiB on the wire.
+    wanted = sorted(set(attr_specs.values()) | set(card_specs.values()))
+    described = await reader.describe(wanted)
+    too_large = {spec: size for spec, (kind, size) in described.items() if kind == "blob" and size > MAX_CARD_BYTES}
+    fetched = await reader.contents([spec for spec in wanted if spec not in too_large])
+    oversize = [f"{ref.split('/', 2)[-1]}: {spec.split(':', 1)[1]} is {rules.human(too_large[spec])}; "
+                f"the limit is {rules.human(MAX_CARD_BYTES)}"
+                for ref, spec in sorted({**attr_specs, **card_specs}.items()) if spec in too_large]
+    types = await reader.types([f"{u.new}^{{}}" for u in live]) if live else {}
+    non_commit = frozenset(u.ref for u in live if types.get(f"{u.new}^{{}}") != "commit")
     non_ff = set()
     for u in live:
         if u.is_branch and u.short == default_branch and not u.created and not await reader.is_ancestor(u.old, u.new):
@@ -144,6 +172,8 @@ async def gather(reader: GitReader, updates: list[RefUpdate], default_branch: st
         attributes={ref: fetched.get(spec) for ref, spec in attr_specs.items()},
         cards={ref: fetched.get(spec) for ref, spec in card_specs.items()},
         non_fast_forward=non_ff,
+        non_commit=non_commit,
+        oversize=oversize,
     )
 
 
@@ -153,7 +183,8 @@ def judge(facts: PushFacts, updates: list[RefUpdate], *, limits: PushLimits, nam
     """Every reason to refuse this push (empty: accept)."""
     problems = rules.check_ref_updates(updates, namespace_admin=namespace_admin, default_branch=default_branch,
                                        allow_force_push=allow_force_push, deployed=deployed,
-                                       non_fast_forward=facts.non_fast_forward)
+                                       non_fast_forward=facts.non_fast_forward, non_commit=facts.non_commit)
+    problems += facts.oversize
     problems += rules.check_blobs(facts.blobs, max_plain_blob=limits.max_plain_blob,
                                   weight_patterns=limits.weight_patterns)
     for ref, paths in facts.paths_by_ref.items():

@@ -90,7 +90,8 @@ def _track_pattern(path: str) -> str:
 
 
 def check_ref_updates(updates: Iterable[RefUpdate], *, namespace_admin: bool, default_branch: str,
-                      allow_force_push: bool, deployed: dict[str, str], non_fast_forward: set[str]) -> list[str]:
+                      allow_force_push: bool, deployed: dict[str, str], non_fast_forward: set[str],
+                      non_commit: frozenset[str] = frozenset()) -> list[str]:
     """Protected refs: immutable release tags, refs in use by deployments, a linear default branch.
 
     ``deployed`` maps a ref (refs/tags/v1) to the deployment using it."""
@@ -98,6 +99,10 @@ def check_ref_updates(updates: Iterable[RefUpdate], *, namespace_admin: bool, de
     for u in updates:
         if not (u.is_tag or u.is_branch):
             problems.append(f"{u.ref}: only branches (refs/heads/*) and tags (refs/tags/*) can be pushed")
+            continue
+        if u.ref in non_commit:
+            problems.append(f"{u.short}: points at a blob or tree, not a commit; tag a commit instead: "
+                            f"git tag -a {u.short} <commit>")
             continue
         if u.deleted and u.ref in deployed:
             problems.append(f"{u.short}: cannot delete {'tag' if u.is_tag else 'branch'} {u.short!r}: deployment "

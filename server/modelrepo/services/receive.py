@@ -1,5 +1,6 @@
 """The daemon's side of the receive hooks: judge a push (pre-receive) and apply it (post-receive)."""
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -51,8 +52,9 @@ class Receive:
         facts = await gather(reader, updates, model.default_branch, self.limits.weight_patterns)
         linked = await self.lfs.linked_sizes(model.id, pointer_oids(facts))
         identity = session.identity
-        problems = judge(
-            facts, updates, limits=self.limits,
+        # In a thread: YAML parsing and schema validation are CPU work.
+        problems = await asyncio.to_thread(
+            judge, facts, updates, limits=self.limits,
             namespace_admin=identity.namespace_admin(model.role),
             default_branch=model.default_branch, allow_force_push=model.allow_force_push,
             deployed=await self.deployments.live_refs(model.id), linked=linked,

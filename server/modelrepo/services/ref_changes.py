@@ -5,14 +5,15 @@ import asyncio
 
 import pygit2
 
-from ..errors import Conflict, Forbidden
+from ..errors import Conflict, Forbidden, Unprocessable
 from ..names import check_ref_name
 from . import repos
 from .access import Identity
 from .deployments import Deployments
 from .models import Model, Models
 from .push_effects import PushEffects
-from .push_rules import ZERO, RefUpdate, check_ref_updates
+from .push_rules import ZERO, RefUpdate, check_card, check_ref_updates
+from .snapshot import read_at
 
 
 class RefChanges:
@@ -29,9 +30,19 @@ class RefChanges:
         if problems:
             raise (Conflict if "deployment" in problems[0] else Forbidden)(problems[0])
 
+    async def _card_ok(self, model: Model, revision: str, what: str) -> None:
+        """A release tag (and the default branch) must carry a valid model card, as on push."""
+        at = await asyncio.to_thread(read_at, self.models.path(model), revision)
+        if at is None:
+            return  # resolution errors are reported by the ref operation itself
+        problems = check_card(what, at[1])
+        if problems:
+            raise Unprocessable("; ".join(problems), code="invalid_model_card")
+
     async def create_tag(self, identity: Identity, namespace: str, name: str, tag: str, revision: str,
                          message: str, clone_url: str) -> dict:
         model = await self.models.for_write(identity, namespace, name)
+        await self._card_ok(model, revision, f"refs/tags/{tag}")
         tagger = pygit2.Signature(identity.name or "modelrepo", f"{identity.name}@modelrepo.invalid")
         created = await asyncio.to_thread(repos.create_tag, self.models.path(model), tag, revision, message, tagger)
         await self.effects.apply(model, [RefUpdate(ZERO, created["object"], f"refs/tags/{tag}")],
@@ -50,10 +61,22 @@ class RefChanges:
     async def create_branch(self, identity: Identity, namespace: str, name: str, branch: str, revision: str,
                             clone_url: str) -> dict:
         model = await self.models.for_write(identity, namespace, name)
+        if branch == model.default_branch:
+            await self._card_ok(model, revision, f"refs/heads/{branch}")
         created = await asyncio.to_thread(repos.create_branch, self.models.path(model), branch, revision)
         await self.effects.apply(model, [RefUpdate(ZERO, created["commit"], f"refs/heads/{branch}")],
                                  pusher=identity.name, clone_url=clone_url)
         return created
+
+    async def set_default_branch(self, identity: Identity, namespace: str, name: str, branch: str,
+                                 clone_url: str) -> None:
+        """Switching the default branch: it must exist and carry a valid card; then the catalog's
+        card, files and sizes are rebuilt from it."""
+        model = await self.models.for_admin(identity, namespace, name)
+        check_ref_name(branch, "branch")
+        await self._card_ok(model, f"refs/heads/{branch}", f"refs/heads/{branch}")
+        updated = await self.models.update(identity, namespace, name, default_branch=branch)
+        await self.effects.apply(updated, [], pusher=identity.name, clone_url=clone_url)
 
     async def delete_branch(self, identity: Identity, namespace: str, name: str, branch: str, clone_url: str) -> None:
         model = await self.models.for_write(identity, namespace, name)

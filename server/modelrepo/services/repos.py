@@ -72,14 +72,15 @@ class RepoStore:
             raise
         return path
 
-    def delete(self, namespace: str, name: str) -> None:
+    def trash(self, namespace: str, name: str) -> Path | None:
+        """Rename the repository out of the way (a concurrent clone sees it gone); the caller
+        removes the returned directory at leisure."""
         path = self.path(namespace, name)
         if not path.exists():
-            return
-        # Rename first so a concurrent clone sees "gone", then remove at leisure.
+            return None
         trash = path.with_name(f".deleted.{path.name}.{time.time_ns()}")
         os.rename(path, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        return trash
 
     def all_repositories(self) -> list[Path]:
         if not self.root.exists():
@@ -131,8 +132,9 @@ def list_refs(path: Path) -> dict:
         ref = repo.references[ref_name]
         try:
             target = ref.resolve().target
-        except (KeyError, pygit2.GitError):
-            continue
+            repo[target].peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError):
+            continue  # a ref to a blob or tree: not a branch or release we list
         if ref_name.startswith("refs/heads/"):
             commit = repo[target]
             branches.append({"name": ref_name[len("refs/heads/"):], "commit": str(target),
@@ -160,12 +162,32 @@ def _tag_json(repo: pygit2.Repository, name: str, target: pygit2.Oid) -> dict:
 
 
 def _resolve_commit(repo: pygit2.Repository, revision: str) -> pygit2.Commit:
-    if not isinstance(revision, str) or not revision or revision.startswith("-") or len(revision) > 255:
+    """A commit reachable from an existing branch or tag. Reflog forms (main@{1}) and objects no
+    ref reaches (a refused push's or commit's leftovers) do not count: pointing a ref at those
+    would publish content that never passed the push rules."""
+    if (not isinstance(revision, str) or not revision or revision.startswith("-") or len(revision) > 255
+            or "@{" in revision or ":" in revision):
         raise InvalidInput(f"invalid revision {revision!r}")
     try:
-        return repo.revparse_single(revision).peel(pygit2.Commit)
+        commit = repo.revparse_single(revision).peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
         raise NotFound(f"revision {revision!r} not found", code="revision_not_found") from None
+    if not _reachable(repo, commit.id):
+        raise NotFound(f"revision {revision!r} not found", code="revision_not_found")
+    return commit
+
+
+def _reachable(repo: pygit2.Repository, oid: pygit2.Oid) -> bool:
+    for name in repo.references:
+        if not name.startswith(("refs/heads/", "refs/tags/")):
+            continue
+        try:
+            tip = repo[repo.references[name].resolve().target].peel(pygit2.Commit).id
+        except (KeyError, ValueError, pygit2.GitError):
+            continue
+        if tip == oid or repo.descendant_of(tip, oid):
+            return True
+    return False
 
 
 def create_tag(path: Path, name: str, revision: str, message: str, tagger: pygit2.Signature) -> dict:
@@ -206,6 +228,9 @@ def create_branch(path: Path, name: str, revision: str) -> dict:
 def set_default_branch(path: Path, branch: str) -> None:
     check_ref_name(branch, "branch")
     repo = pygit2.Repository(str(path))
+    has_branches = any(r.startswith("refs/heads/") for r in repo.references)
+    if has_branches and f"refs/heads/{branch}" not in repo.references:
+        raise NotFound(f"branch {branch!r} not found", code="branch_not_found")
     repo.references["HEAD"].set_target(f"refs/heads/{branch}")
 
 

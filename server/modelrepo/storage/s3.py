@@ -239,6 +239,7 @@ class S3Store:
         try:
             if int(head["ContentLength"]) != size:
                 raise IntegrityError(f"uploaded object has {head['ContentLength']} bytes, expected {size}")
+            etag = head["ETag"]
             recorded = head.get("ChecksumSHA256")
             if recorded:
                 if recorded.split("-")[0] != checksum_b64(oid):
@@ -246,20 +247,22 @@ class S3Store:
             else:
                 # The server kept no checksum: hash the staged bytes ourselves before trusting them.
                 verifier = Verifier(oid, size)
-                async for chunk in self._read_key(staged):
+                async for chunk in self._read_key(staged, etag):
                     await asyncio.to_thread(verifier.update, chunk)
                 verifier.finish()
             if await self.stat(oid) is None:
+                # Copy exactly the bytes we judged: the presigned URL is still valid, and the client
+                # could overwrite the staging key between our check and the copy.
                 await self._call("copy_object", Bucket=self.bucket, Key=self.key(oid),
-                                 CopySource={"Bucket": self.bucket, "Key": staged},
+                                 CopySource={"Bucket": self.bucket, "Key": staged}, CopySourceIfMatch=etag,
                                  ContentType="application/octet-stream", MetadataDirective="REPLACE")
         finally:
             with contextlib.suppress(Exception):
                 await s3.delete_object(Bucket=self.bucket, Key=staged)
 
-    async def _read_key(self, key: str) -> AsyncIterator[bytes]:
+    async def _read_key(self, key: str, etag: str) -> AsyncIterator[bytes]:
         s3 = await self.client()
-        resp = await s3.get_object(Bucket=self.bucket, Key=key)
+        resp = await s3.get_object(Bucket=self.bucket, Key=key, IfMatch=etag)
         async with resp["Body"] as body:
             async for chunk in body.iter_chunks(1024 * 1024):
                 yield chunk

@@ -220,8 +220,11 @@ UPDATE_MODEL = _schema({"description": {"type": "string", "maxLength": 10000},
 
 async def update_model(request: web.Request) -> web.Response:
     body = await read_json(request, UPDATE_MODEL)
-    model = await request.app[MODELS].update(identity_of(request), request.match_info["ns"], request.match_info["name"],
-                                             **body)
+    ns, name = request.match_info["ns"], request.match_info["name"]
+    branch = body.pop("default_branch", None)
+    if branch is not None:
+        await request.app[REFS].set_default_branch(identity_of(request), ns, name, branch, _clone_url(request))
+    model = await request.app[MODELS].update(identity_of(request), ns, name, **body)
     return _json(model.to_json(_base_url(request)))
 
 

@@ -222,11 +222,13 @@ async def delete_tag(request: web.Request) -> web.Response:
 
 
 async def validate_yaml(request: web.Request) -> web.Response:
+    if identity_of(request).anonymous:
+        raise Unauthenticated("authentication required")
     body = await _body(request)
     content = body.get("content")
     if not isinstance(content, str):
         raise InvalidInput("content must be the README text")
-    errors = card_errors(content)
+    errors = await asyncio.to_thread(card_errors, content)
     if errors:
         return _json({"errors": [{"message": e} for e in errors], "warnings": []}, 400)
     return _json({"errors": [], "warnings": []})

@@ -93,7 +93,7 @@ async def _transfer_model(request: web.Request, operation: str, oid: str) -> tup
         check = models.for_read if operation == "download" else models.for_write
         return await check(identity_of(request), ns, name), None
     model = await models.find(ns, name)
-    if model is None or claim.model_id != model.id or claim.operation != operation or claim.oid != oid:
+    if model is None or claim.model_key != model.key or claim.operation != operation or claim.oid != oid:
         raise Unauthenticated("this action token is not valid for this object")
     return model, claim
 
@@ -102,10 +102,14 @@ async def upload(request: web.Request) -> web.Response:
     oid = check_oid(request.match_info["oid"])
     model, claim = await _transfer_model(request, "upload", oid)
     length = request.content_length
+    lfs = request.app[LFS]
     if claim is not None:
-        size = claim.size
+        size = claim.size  # the batch that signed it applied the size limit and the quota
     elif length is not None:
         size = length
+        if size > request.app[SETTINGS].lfs.max_object_size:
+            raise TooLarge(f"object of {size} bytes exceeds lfs.max_object_size")
+        await lfs.check_quota(model, [{"oid": oid, "size": size}], [oid])
     else:
         raise InvalidInput("Content-Length is required")
     if length is not None and length != size:
@@ -117,7 +121,7 @@ async def upload(request: web.Request) -> web.Response:
             yield chunk
 
     with request.app[METRICS].active.labels("lfs").track_inprogress():
-        await request.app[LFS].receive(model.id, oid, size, counted())
+        await lfs.receive(model.id, oid, size, counted())
     return web.Response(status=200)
 
 

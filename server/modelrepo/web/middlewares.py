@@ -120,10 +120,16 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             return await handler(request)
         structlog.contextvars.bind_contextvars(user=identity.name)
     elif (not request.app[SETTINGS].auth.allow_anonymous_read and request.path not in ANONYMOUS_ALWAYS
-          and "token" not in request.query):  # signed LFS hrefs carry their own authority
+          and not _signed_lfs_href(request)):
         raise Unauthenticated("authentication required")
     request[IDENTITY] = identity
     return await handler(request)
+
+
+def _signed_lfs_href(request: web.Request) -> bool:
+    """An LFS object href carrying its own signed token (the handler verifies it, and nothing
+    else ever accepts a query token)."""
+    return "/info/lfs/objects/" in request.path and "token" in request.query
 
 
 async def _identify(request: web.Request, header: str) -> Identity | None:
