@@ -285,3 +285,6 @@ async def model_create(settings: Settings, accounts: Accounts, models: Models, f
 async def model_list(settings: Settings, accounts: Accounts, models: Models) -> None:
     for m in await models.list(LOCAL_ADMIN, limit=100000):
         click.echo(f"{m.full_name}\t{m.visibility}\t{m.description}")
+
+
+from . import cli_ops  # noqa: F401

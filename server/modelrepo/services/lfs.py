@@ -19,7 +19,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from ..catalog.db import Catalog
 from ..catalog.schema import lfs_links, lfs_objects
 from ..catalog.schema import models as models_table
-from ..errors import Conflict, InsufficientStorage, IntegrityError, NotFound, TooLarge, Unprocessable
+from ..errors import (
+    Conflict,
+    InsufficientStorage,
+    IntegrityError,
+    NotFound,
+    StorageUnavailable,
+    TooLarge,
+    Unprocessable,
+)
 from ..settings import LfsSettings
 from ..storage.base import ObjectStore, Verifier, rechunk
 from .access import Identity
@@ -202,6 +210,10 @@ class Lfs:
         """The object's bytes are verified and in the store: record it and link it, in one transaction."""
         now = time.time()
         async with self.catalog.tx() as conn:
+            # gc deletes unlinked objects from the store while holding this write lock: checking
+            # under it that the bytes are still stored means we never link an object gc removed.
+            if await self.store.stat(oid) != size:
+                raise StorageUnavailable("the object was removed while it was being uploaded; upload it again")
             await conn.execute(sqlite_insert(lfs_objects).values(oid=oid, size=size, created_at=now)
                                .on_conflict_do_nothing(index_elements=["oid"]))
             await conn.execute(sqlite_insert(lfs_links).values(model_id=model_id, oid=oid, created_at=now)

@@ -1,0 +1,603 @@
+"""``modelrepo backup DEST`` and ``modelrepo restore SRC``: a consistent copy while pushes land.
+
+**Why the copy is consistent.** Three facts about how the daemon writes:
+
+1. git objects are immutable and a ref only ever names objects that are already stored (git
+   migrates a push's quarantine into ``objects/`` before it moves the ref);
+2. an LFS object is linked to a model (``lfs_links``) when its upload is verified, which is
+   before the push whose pointer names it can pass pre-receive (rule 3 refuses pointers whose
+   object the repository never received);
+3. ``git gc`` prunes unreachable objects only after two weeks (and reflogs keep replaced tips
+   reachable for longer), so an object a recorded ref needs stays in ``objects/`` for the whole
+   backup, even if a repack moves it from loose to packed.
+
+So the backup runs in this order:
+
+1. **refs** of every repository are recorded (pygit2) before anything is copied;
+2. the **catalog** is copied with SQLite's online backup API, in one step, i.e. one read
+   transaction: a snapshot that is at least as new as the refs, so by (2) it holds the link and
+   the ``lfs_objects`` row of every pointer those refs reach;
+3. each repository's **objects** are copied (loose objects first, then packs, since a repack
+   writes its new pack before deleting what it replaces), the recorded refs are written into the
+   copy as ``packed-refs``, and ``git fsck --connectivity-only`` proves that every object the
+   recorded refs reach is in the copy; when a repack raced the copy, the missing files are
+   fetched again (up to ``COPY_ATTEMPTS`` times). HEAD, config and hooks are copied as they are;
+   reflogs are not;
+4. **LFS objects** named by the copied catalog are copied from local disk, hashed on the way so a
+   corrupt object is reported rather than silently preserved. With ``lfs.storage: s3`` they are
+   not copied (the output says so): back the bucket up with S3 versioning or replication;
+5. a ``manifest.json`` records what was captured, and the temp directory beside DEST
+   (``.DEST.partial-*``) is renamed to DEST: a half-made backup never has DEST's name.
+
+The catalog is newer than the refs by the seconds between steps 1 and 2: its mirror of refs,
+files and cards (``model_refs``, ``model_files``) may describe a push the repositories do not
+have, so ``restore`` rebuilds that mirror from the restored repositories. A model created
+between steps 1 and 2 is saved with an empty repository (how it was when the refs were recorded);
+a model deleted in between is left out. Webhook deliveries still pending in the catalog are sent
+again after a restore (receivers deduplicate on ``X-Modelrepo-Delivery``).
+
+**Restore** copies into a temp directory beside the data directory, verifies it (the catalog
+opens and migrates; every model's repository exists, passes ``git fsck --connectivity-only`` and
+has the recorded refs; LFS objects are present, by hash for local ones), rebuilds the catalog
+mirror, and renames it into place. It refuses a data directory that exists and is not empty:
+there is no ``--force``, so a restore can never destroy data; move the old directory aside first.
+"""
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pygit2
+import sqlalchemy as sa
+
+from ..catalog.schema import lfs_links, lfs_objects, models, namespaces
+from ..services.push_rules import human
+from ..services.repos import RepoStore, configure
+from ..settings import Settings
+from . import OpsError
+from .git import git_sync
+
+FORMAT = 1
+KIND = "modelrepo-backup"
+MANIFEST = "manifest.json"
+COPY_ATTEMPTS = 3
+CHUNK = 1024 * 1024
+SECRETS = ("secret.key", "admin.token")
+REPO_FILES = ("HEAD", "config", "description")
+PACK_EXTRAS = (".rev", ".bitmap", ".mtimes")  # copied with their pack; the .idx goes last
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RepoSnapshot:
+    rel: str  # "ns/name.git" under repos/
+    refs: dict[str, str]  # ref name -> object id, recorded before anything was copied
+
+
+@dataclass
+class LfsCopy:
+    count: int = 0
+    bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+# -- backup -------------------------------------------------------------------------------------
+
+def backup(settings: Settings, dest: Path, say: Say = _quiet) -> dict:
+    """Write a complete backup at ``dest`` (which must not exist); return its manifest."""
+    _check_source(settings)
+    dest = dest.expanduser().resolve()
+    if dest.is_relative_to(settings.data_dir):
+        raise OpsError(f"{dest} is inside the data directory {settings.data_dir}: put backups on another disk")
+    if dest.exists():
+        raise OpsError(f"{dest} already exists: give a new path for the backup")
+    if not dest.parent.is_dir():
+        raise OpsError(f"{dest.parent} does not exist or is not a directory: create it first")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        manifest = _backup_into(settings, tmp, say)
+        _write_json(tmp / MANIFEST, manifest)
+        os.sync()  # every file on disk before the name says "complete"
+        os.rename(tmp, dest)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _check_source(settings: Settings) -> None:
+    if not settings.catalog_path.is_file():
+        raise OpsError(f"no catalog at {settings.catalog_path}: is {settings.data_dir} a modelrepo data directory?")
+
+
+def _backup_into(settings: Settings, tmp: Path, say: Say) -> dict:
+    """Steps 1 to 4, in the order the module docstring argues for."""
+    started = time.time()
+    snapshots = record_refs(settings.repos_dir)
+    say(f"recorded the refs of {len(snapshots)} repositories")
+    backup_catalog(settings.catalog_path, tmp / "catalog.db")
+    say("copied the catalog (SQLite online backup)")
+    in_catalog = catalog_repositories(tmp / "catalog.db")
+    warnings: list[str] = []
+    kept = reconcile(snapshots, in_catalog, warnings)
+    _copy_repositories(settings, tmp / "repos", kept, in_catalog, warnings)
+    say(f"copied {len(in_catalog)} repositories")
+    lfs = _copy_lfs(settings, tmp, say)
+    warnings += lfs.warnings
+    _copy_secrets(settings.data_dir, tmp)
+    return _manifest(settings, started, kept, in_catalog, lfs, warnings)
+
+
+def _copy_repositories(settings: Settings, dst_root: Path, kept: list[RepoSnapshot], in_catalog: dict[str, str],
+                       warnings: list[str]) -> None:
+    """Every model of the catalog copy gets a repository: its snapshot, or an empty one."""
+    for snap in kept:
+        copy_repository(settings.repos_dir / snap.rel, dst_root / snap.rel, snap, in_catalog[snap.rel],
+                        settings.git.binary, warnings)
+    saved = {s.rel for s in kept}
+    for rel, branch in sorted(in_catalog.items()):
+        if rel not in saved:
+            _empty_repository(dst_root / rel, branch)
+            warnings.append(_missing_repo_note(settings.repos_dir / rel, rel))
+
+
+def _copy_lfs(settings: Settings, tmp: Path, say: Say) -> LfsCopy:
+    if settings.lfs.storage != "local":
+        say(f"LFS objects are in S3 (s3://{settings.lfs.s3.bucket}/{settings.lfs.s3.prefix}) and are NOT in "
+            f"this backup: back the bucket up with S3 versioning or replication")
+        return LfsCopy()
+    lfs = copy_lfs_objects(settings.lfs_dir / "objects", tmp / "lfs" / "objects", tmp / "catalog.db")
+    say(f"copied {lfs.count} LFS objects ({human(lfs.bytes)})")
+    return lfs
+
+
+def record_refs(repos_root: Path) -> list[RepoSnapshot]:
+    """Step 1: the direct refs of every repository (HEAD is symbolic and copied as a file)."""
+    out = []
+    for path in RepoStore(repos_root).all_repositories():
+        try:
+            repo = pygit2.Repository(str(path))
+            refs = {name: str(ref.target) for name in repo.references
+                    if (ref := repo.references.get(name)) is not None
+                    and ref.type == pygit2.enums.ReferenceType.DIRECT}
+        except (pygit2.GitError, KeyError, OSError):
+            continue  # deleted while we looked: reconcile() decides with the catalog
+        out.append(RepoSnapshot(f"{path.parent.name}/{path.name}", refs))
+    return out
+
+
+def backup_catalog(src: Path, dst: Path) -> None:
+    """Step 2: ``Connection.backup`` with pages=-1 copies the database in one step, i.e. under one
+    read transaction: a consistent snapshot. In WAL mode the daemon's writers are not blocked.
+    Plain sqlite3 (not Catalog.open) so the live catalog is never migrated or written."""
+    source = sqlite3.connect(src, timeout=30)
+    try:
+        target = sqlite3.connect(dst)
+        try:
+            source.backup(target)
+            target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+            check = target.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise OpsError(f"the copied catalog fails SQLite's quick_check: {check}")
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def catalog_repositories(db: Path) -> dict[str, str]:
+    """rel path ("ns/name.git", lower-cased like RepoStore.path) -> default branch, per model."""
+    query = (sa.select(namespaces.c.name_key.label("ns"), models.c.name_key.label("name"), models.c.default_branch)
+             .join(namespaces, namespaces.c.id == models.c.namespace_id))
+    with _sync_engine(db).connect() as conn:
+        return {f"{r.ns}/{r.name}.git": r.default_branch for r in conn.execute(query)}
+
+
+def reconcile(snapshots: list[RepoSnapshot], in_catalog: dict[str, str], warnings: list[str]) -> list[RepoSnapshot]:
+    """Keep the repositories whose model the catalog copy has; a model deleted between steps 1
+    and 2 is left out (its repository would belong to nothing after a restore)."""
+    kept = []
+    for snap in snapshots:
+        if snap.rel in in_catalog:
+            kept.append(snap)
+        else:
+            warnings.append(f"{snap.rel}: no model in the catalog (deleted during the backup?): not saved")
+    return kept
+
+
+def _missing_repo_note(src: Path, rel: str) -> str:
+    if src.is_dir():
+        return f"{rel}: created during the backup: saved as the empty repository it was when refs were recorded"
+    return f"WARNING {rel}: the model has no repository in the data directory: saved as an empty one"
+
+
+# -- step 3: repositories --------------------------------------------------------------------------
+
+def copy_repository(src: Path, dst: Path, snap: RepoSnapshot, default_branch: str, git_binary: str,
+                    warnings: list[str]) -> None:
+    """Objects, then the recorded refs, then proof that the refs' objects are all there."""
+    output = ""
+    for _ in range(COPY_ATTEMPTS):
+        if not src.is_dir():  # deleted after the catalog was copied
+            shutil.rmtree(dst, ignore_errors=True)
+            _empty_repository(dst, default_branch)
+            warnings.append(f"{snap.rel}: deleted while the backup ran: saved as an empty repository")
+            return
+        _copy_repository_files(src, dst)
+        copy_objects(src / "objects", dst / "objects")
+        write_refs(dst, snap.refs)
+        result = git_sync(git_binary, dst, "fsck", "--connectivity-only", "--no-dangling", "--no-progress")
+        if result.ok:
+            return
+        output = result.output.strip()
+    raise OpsError(f"repository {snap.rel}: objects its refs need are still missing from the copy after "
+                   f"{COPY_ATTEMPTS} attempts (is the source damaged? run modelrepo fsck):\n{output[:2000]}")
+
+
+def _copy_repository_files(src: Path, dst: Path) -> None:
+    (dst / "refs" / "heads").mkdir(parents=True, exist_ok=True)
+    (dst / "refs" / "tags").mkdir(parents=True, exist_ok=True)
+    for name in REPO_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+    if (src / "hooks").is_dir():
+        shutil.copytree(src / "hooks", dst / "hooks", dirs_exist_ok=True)
+
+
+def copy_objects(src: Path, dst: Path) -> None:
+    """Loose objects, then packs. Files that vanish (moved into a pack by a repack) are skipped;
+    files already copied are not copied again (objects never change). Commit-graphs and
+    multi-pack indexes are caches git rebuilds: left out, so they cannot disagree with the copy."""
+    for fan in sorted(src.glob("[0-9a-f][0-9a-f]")):
+        for obj in _entries(fan):
+            _copy_if_absent(obj, dst / fan.name / obj.name)
+    for idx in sorted(_entries(src / "pack")):
+        if idx.name.startswith("pack-") and idx.suffix == ".idx":
+            _copy_pack(idx, dst / "pack")
+
+
+def _entries(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def _copy_if_absent(src: Path, dst: Path) -> bool:
+    if dst.exists():
+        return True
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copyfile(src, dst)
+    except FileNotFoundError:
+        dst.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _copy_pack(idx: Path, dst_dir: Path) -> None:
+    """The .pack first and the .idx last: git uses a pack only once its index is there."""
+    if (dst_dir / idx.name).exists():
+        return
+    base = idx.with_suffix("")
+    parts = [base.with_suffix(".pack")] + [base.with_suffix(s) for s in PACK_EXTRAS if base.with_suffix(s).exists()]
+    copied = []
+    for part in [*parts, idx]:
+        if not _copy_if_absent(part, dst_dir / part.name):
+            for done in copied:  # the pack went away mid-copy (a repack replaced it)
+                (dst_dir / done.name).unlink(missing_ok=True)
+            return
+        copied.append(part)
+
+
+def write_refs(dst: Path, refs: dict[str, str]) -> None:
+    """The recorded refs as the copy's only refs (``packed-refs``; no header, so git sorts)."""
+    text = "".join(f"{oid} {name}\n" for name, oid in sorted(refs.items()))
+    (dst / "packed-refs").write_text(text, encoding="utf-8")
+
+
+def _empty_repository(dst: Path, default_branch: str) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    pygit2.init_repository(str(dst), bare=True, initial_head=f"refs/heads/{default_branch}")
+
+
+# -- step 4: LFS objects ------------------------------------------------------------------------------
+
+def _object_path(root: Path, oid: str) -> Path:
+    return root / oid[0:2] / oid[2:4] / oid
+
+
+def recorded_objects(db: Path) -> list[sa.Row]:
+    """(oid, size, linked) of every object the catalog records."""
+    linked = sa.exists().where(lfs_links.c.oid == lfs_objects.c.oid).label("linked")
+    with _sync_engine(db).connect() as conn:
+        return list(conn.execute(sa.select(lfs_objects.c.oid, lfs_objects.c.size, linked).order_by(lfs_objects.c.oid)))
+
+
+def copy_verified(src: Path, dst: Path, oid: str, size: int) -> str | None:
+    """Copy while hashing; None when the bytes are the OID, else what is wrong (dst removed)."""
+    digest = hashlib.sha256()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while chunk := fin.read(CHUNK):
+            digest.update(chunk)
+            fout.write(chunk)
+        total = fout.tell()
+    if total != size:
+        dst.unlink()
+        return f"has {total} bytes, not {size}"
+    if digest.hexdigest() != oid:
+        dst.unlink()
+        return f"is corrupt: its bytes hash to {digest.hexdigest()}"
+    return None
+
+
+def copy_lfs_objects(src_root: Path, dst_root: Path, db: Path) -> LfsCopy:
+    """Every object the catalog copy records. Unlinked ones that gc removed meanwhile are skipped
+    silently; a linked one missing or corrupt is a warning (and is not copied)."""
+    out = LfsCopy()
+    for row in recorded_objects(db):
+        try:
+            problem = copy_verified(_object_path(src_root, row.oid), _object_path(dst_root, row.oid), row.oid, row.size)
+        except FileNotFoundError:
+            problem = "is missing from the store"
+        if problem is None:
+            out.count += 1
+            out.bytes += row.size
+        elif row.linked:
+            out.warnings.append(f"WARNING LFS object {row.oid} {problem}: not saved (run modelrepo fsck)")
+    return out
+
+
+def _copy_secrets(src: Path, dst: Path) -> None:
+    for name in SECRETS:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+            os.chmod(dst / name, 0o600)
+
+
+# -- manifest ----------------------------------------------------------------------------------------
+
+def _version() -> str:
+    try:
+        return version("modelrepo")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _store_json(settings: Settings) -> dict:
+    if settings.lfs.storage == "s3":
+        s3 = settings.lfs.s3
+        return {"kind": "s3", "bucket": s3.bucket, "prefix": s3.prefix, "endpoint_url": s3.endpoint_url}
+    return {"kind": "local"}
+
+
+def _manifest(settings: Settings, started: float, kept: list[RepoSnapshot], in_catalog: dict[str, str],
+              lfs: LfsCopy, warnings: list[str]) -> dict:
+    return {
+        "kind": KIND, "format": FORMAT, "modelrepo_version": _version(),
+        "created_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 3),
+        "source": str(settings.data_dir),
+        "store": _store_json(settings),
+        "lfs_objects_included": settings.lfs.storage == "local",
+        "counts": {"models": len(in_catalog), "repositories": len(in_catalog),
+                   "refs": sum(len(s.refs) for s in kept), "lfs_objects": lfs.count, "lfs_bytes": lfs.bytes},
+        "repositories": {s.rel: {"refs": s.refs} for s in sorted(kept, key=lambda s: s.rel)},
+        "warnings": warnings,
+    }
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_manifest(src: Path) -> dict:
+    path = src / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OpsError(f"{src} has no {MANIFEST}: not a complete modelrepo backup") from None
+    except (OSError, ValueError) as exc:
+        raise OpsError(f"{path} cannot be read: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
+        raise OpsError(f"{path} is not a modelrepo backup manifest")
+    if manifest.get("format") != FORMAT:
+        raise OpsError(f"{path}: backup format {manifest.get('format')!r}, this modelrepo reads format {FORMAT}")
+    return manifest
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_engine(db: Path) -> sa.Engine:
+    return sa.create_engine(f"sqlite:///{db}", poolclass=sa.pool.NullPool)
+
+
+# -- restore --------------------------------------------------------------------------------------------
+
+@dataclass
+class RestoreReport:
+    data_dir: Path
+    models: int = 0
+    refs: int = 0
+    lfs_objects: int = 0
+    lfs_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def restore(settings: Settings, src: Path, say: Say = _quiet) -> RestoreReport:
+    """Copy, verify, rebuild the catalog mirror, then rename into the (empty) data directory."""
+    src = src.expanduser().resolve()
+    manifest = read_manifest(src)
+    _check_store(manifest, settings)
+    data = settings.data_dir
+    _check_empty(data)
+    data.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{data.name}.restore-", dir=data.parent))
+    try:
+        report = _restore_into(settings, src, manifest, tmp, say)
+        os.sync()
+        if data.exists():
+            data.rmdir()  # empty, checked above
+        os.rename(tmp, data)
+        _fsync_dir(data.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report.data_dir = data
+    return report
+
+
+def _check_empty(data: Path) -> None:
+    if data.exists() and (not data.is_dir() or any(data.iterdir())):
+        raise OpsError(f"data directory {data} is not empty: restore never overwrites anything. Stop the daemon, "
+                       f"move it aside (mv {data} {data}.old) and run restore again")
+
+
+def _check_store(manifest: dict, settings: Settings) -> None:
+    """A backup restores into the kind of store it was taken from (it cannot move objects between them)."""
+    kind = manifest.get("store", {}).get("kind")
+    if kind == "local" and settings.lfs.storage != "local":
+        raise OpsError("this backup holds its LFS objects on local disk but lfs.storage is s3: "
+                       "restore with lfs.storage: local")
+    if kind == "s3" and settings.lfs.storage != "s3":
+        store = manifest["store"]
+        raise OpsError(f"this backup's LFS objects are in s3://{store.get('bucket')}/{store.get('prefix')}, not in "
+                       f"the backup: configure lfs.storage: s3 with that bucket and prefix to restore it")
+
+
+def _restore_into(settings: Settings, src: Path, manifest: dict, tmp: Path, say: Say) -> RestoreReport:
+    shutil.copyfile(src / "catalog.db", tmp / "catalog.db")
+    _copy_secrets(src, tmp)
+    if (src / "repos").is_dir():
+        shutil.copytree(src / "repos", tmp / "repos", symlinks=False)
+    (tmp / "repos").mkdir(exist_ok=True)
+    say("copied the catalog and repositories")
+    report = RestoreReport(data_dir=settings.data_dir)
+    if manifest.get("lfs_objects_included"):
+        copied = restore_lfs_objects(src / "lfs" / "objects", tmp / "lfs" / "objects", report)
+        say(f"copied {copied} LFS objects")
+    staged = dataclasses.replace(settings, data_dir=tmp)
+    verify_restored(staged, manifest, report)
+    say(f"verified {report.models} models and {report.refs} refs")
+    return report
+
+
+def restore_lfs_objects(src_root: Path, dst_root: Path, report: RestoreReport) -> int:
+    """Re-hashed on the way in: a restore never installs bytes that are not their OID."""
+    for path in sorted(src_root.glob("??/??/*")):
+        problem = copy_verified(path, _object_path(dst_root, path.name), path.name, path.stat().st_size)
+        if problem:
+            report.warnings.append(f"LFS object {path.name} in the backup {problem}: not restored")
+        else:
+            report.lfs_objects += 1
+            report.lfs_bytes += path.stat().st_size
+    (dst_root.parent / "tmp").mkdir(parents=True, exist_ok=True)
+    return report.lfs_objects
+
+
+# -- restore verification ------------------------------------------------------------------------------
+
+def verify_restored(settings: Settings, manifest: dict, report: RestoreReport) -> None:
+    """Fatal: a catalog that does not open, a model whose repository is missing, broken or lacks
+    a recorded ref. Warnings: LFS objects the catalog records but the store lacks."""
+    from ..catalog.db import migrate  # noqa: PLC0415 - alembic only when restoring
+
+    try:
+        migrate(settings.catalog_path)
+    except Exception as exc:
+        raise OpsError(f"the restored catalog does not open and migrate: {exc}") from exc
+    problems: list[str] = []
+    in_catalog = catalog_repositories(settings.catalog_path)
+    for rel in sorted(in_catalog):
+        problems += _verify_repository(settings, rel, manifest.get("repositories", {}).get(rel, {}).get("refs", {}),
+                                       report)
+    if problems:
+        raise OpsError("the restored data does not verify:\n  " + "\n  ".join(problems))
+    report.models = len(in_catalog)
+    report.warnings += asyncio.run(_verify_and_rebuild(settings))
+
+
+def _verify_repository(settings: Settings, rel: str, refs: dict[str, str], report: RestoreReport) -> list[str]:
+    path = settings.repos_dir / rel
+    if not path.is_dir():
+        return [f"{rel}: the catalog has this model but the backup has no repository for it"]
+    configure(path)  # our config and hooks, pointing at this installation's interpreter
+    result = git_sync(settings.git.binary, path, "fsck", "--connectivity-only", "--no-dangling", "--no-progress")
+    if not result.ok:
+        return [f"{rel}: git fsck --connectivity-only failed: {result.output.strip()[:1000]}"]
+    repo = pygit2.Repository(str(path))
+    problems = []
+    for name, oid in refs.items():
+        ref = repo.references.get(name)
+        if ref is None or str(ref.target) != oid:
+            problems.append(f"{rel}: {name} should be {oid}, is {ref.target if ref else 'missing'}")
+    report.refs += len(refs)
+    return problems
+
+
+async def _verify_and_rebuild(settings: Settings) -> list[str]:
+    """Async part: LFS objects through the configured store, and the catalog mirror rebuilt from
+    the repositories (it may be a few seconds newer than the refs the backup recorded)."""
+    from ..catalog.db import Catalog  # noqa: PLC0415
+    from ..storage import open_store  # noqa: PLC0415
+
+    catalog = Catalog.open(settings.catalog_path)
+    store = open_store(settings)
+    try:
+        warnings = await _missing_objects(catalog, store)
+        await _rebuild_mirror(settings, catalog)
+        return warnings
+    finally:
+        await store.close()
+        await catalog.close()
+
+
+async def _missing_objects(catalog, store) -> list[str]:
+    from .fsck import list_stored, stat_all  # noqa: PLC0415
+
+    objects = [o for o in await list_stored(catalog) if o.linked_by]
+    sizes = await stat_all(store, {o.oid for o in objects})
+    return [f"LFS object {o.oid} ({human(o.size)}, linked by {', '.join(o.linked_by)}) is not in the "
+            f"{store.name} store" for o in objects if sizes.get(o.oid) != o.size]
+
+
+async def _rebuild_mirror(settings: Settings, catalog) -> None:
+    from ..services.accounts import Accounts  # noqa: PLC0415
+    from ..services.models import Models  # noqa: PLC0415
+    from ..services.push_effects import PushEffects  # noqa: PLC0415
+
+    store = RepoStore(settings.repos_dir)
+    models_ = Models(catalog, Accounts(catalog), store, settings.git.default_branch)
+    effects = PushEffects(catalog, models_.path, lambda: None)
+    async with catalog.read() as conn:
+        names = (await conn.execute(sa.select(namespaces.c.name.label("ns"), models.c.name)
+                                    .join(namespaces, namespaces.c.id == models.c.namespace_id))).all()
+    for row in names:
+        model = await models_.find(row.ns, row.name)
+        if model is not None:
+            # No ref updates: the mirror is rebuilt and no event is queued.
+            await effects.apply(model, [], pusher=None, clone_url=f"{settings.server.base_url()}/{model.full_name}.git")

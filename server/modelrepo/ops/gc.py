@@ -1,0 +1,295 @@
+"""``modelrepo gc``: give back the space nothing can reach any more, never anything in use.
+
+What goes, each only when older than the grace period (``--grace``, default 24h):
+
+1. **Unlinked LFS objects**: ``lfs_objects`` rows no ``lfs_links`` row points at (their models
+   were deleted). A repository links an OID as soon as its upload is verified, *before* the git
+   push that references it lands, so an object uploaded but not yet pushed is linked and stays:
+   deciding "unreferenced" from the git refs instead is the race Gitea's LFS GC lost.
+2. **Orphaned store objects**: objects in the store the catalog never recorded (a crash between
+   the store write and the catalog insert).
+3. **Partial uploads**: local temp files, S3 staging keys of direct uploads never verified, and
+   S3 multipart uploads never completed. These use ``max(grace, lfs.action_expiry)``: a staging
+   key older than the action expiry can never be verified (its verify token has expired), and a
+   local temp file is rewritten with every chunk, so one untouched for that long belongs to a
+   dead upload. (An S3 multipart upload only records when it started: a proxy upload streaming
+   for longer than that bound is the one thing a short ``--grace`` could cut; 24h cannot.)
+4. **Repository leftovers**: ``repos/NS/.deleted.*`` and ``repos/NS/.NAME.git.*`` directories
+   left by a crash during a model's deletion or creation, once ``max(grace, 1h)`` old: creating
+   or deleting a model takes well under a second, so an hour-old one is a crash's.
+
+The grace is measured from when an object was first stored (``lfs_objects.created_at``), not
+from when it lost its last link: the grace protects work in flight, it is not an undo window (a
+deleted model's repository is gone at once anyway). ``--grace 0`` is for tests and emergencies.
+A bucket prefix must belong to one modelrepo: the orphan sweep deletes what this catalog lacks.
+
+And each repository is repacked (``git gc``) when it holds ``LOOSE_LIMIT`` loose objects or
+``PACK_LIMIT`` packs. git's own ``gc --auto`` waits for 6,700 loose objects or 50 packs, limits
+tuned for a developer's laptop; here every push under ``receive.unpackLimit`` (100 objects) lands
+as loose objects that upload-pack inflates and delta-searches on every clone, while a single pack
+with a bitmap serves clones by reuse. Weights live in LFS, so repacking a model repository's git
+data is cheap and we do it early. ``git gc`` keeps git's default prune expiry (2 weeks), which is
+what makes it safe next to pushes in flight and the Hub API's object writes.
+
+**Ordering and the catalog lock.** An unlinked object is deleted inside one ``BEGIN IMMEDIATE``
+transaction: re-check that nothing links it, delete it from the store, delete its row, commit.
+Holding SQLite's write lock across the store delete means no link can be committed for that OID
+meanwhile, and the store delete comes first so that the durable states are:
+
+- crash after the store delete, before the commit: the row survives without its object. Nothing
+  links it (we checked under the lock), an upload of that OID finds no stored bytes and writes
+  them again (``Lfs.receive``), and the next gc deletes the row. Harmless.
+- the reverse order would commit the row's deletion first; an upload arriving in between stores
+  fresh bytes and links them, and our store delete then removes bytes a model links. Data loss.
+
+An object without a row (orphan) is deleted under the same lock after re-checking that no row
+appeared. One race stays open until ``Lfs._record`` checks, inside its own transaction, that the
+object is still stored (see the report to the lead): an upload whose bytes were written (or found
+already stored) just before gc deletes them links an object that is gone. A long grace makes it
+need a re-upload of an object unlinked for a day, during the seconds gc touches that OID.
+"""
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ..catalog.db import Catalog
+from ..catalog.schema import lfs_links, lfs_objects
+from ..services.lfs import OID_RE
+from ..services.push_rules import human
+from ..services.repos import RepoStore
+from ..settings import Settings
+from ..storage.base import ObjectStore
+from .git import git, parse_count_objects
+
+LOOSE_LIMIT = 100
+PACK_LIMIT = 10
+# How long one store delete may hold the catalog's write lock (the daemon's writers wait that long).
+STORE_DELETE_TIMEOUT = 30.0
+BATCH = 500  # OIDs per catalog lookup (SQLite's bound-parameter limit is higher, but not unbounded)
+LEFTOVER_MIN_AGE = 3600.0
+
+
+@dataclass
+class Tally:
+    count: int = 0
+    bytes: int = 0
+
+    def add(self, size: int = 0) -> None:
+        self.count += 1
+        self.bytes += size
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    grace: float
+    unlinked: Tally = field(default_factory=Tally)
+    orphans: Tally = field(default_factory=Tally)
+    partial: Tally = field(default_factory=Tally)
+    leftovers: Tally = field(default_factory=Tally)
+    repacked: Tally = field(default_factory=Tally)  # bytes: git object bytes freed
+    repositories: int = 0
+    kept_young: Tally = field(default_factory=Tally)  # unlinked, but inside the grace period
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def freed_bytes(self) -> int:
+        return self.unlinked.bytes + self.orphans.bytes + self.repacked.bytes
+
+    def lines(self) -> list[str]:
+        verb = "would free" if self.dry_run else "freed"
+        out = [f"gc{' (dry run)' if self.dry_run else ''}: {verb} {human(self.freed_bytes)}",
+               f"  unlinked LFS objects    {self.unlinked.count:>6}  {human(self.unlinked.bytes)}",
+               f"  orphaned store objects  {self.orphans.count:>6}  {human(self.orphans.bytes)}",
+               f"  partial uploads         {self.partial.count:>6}",
+               f"  repository leftovers    {self.leftovers.count:>6}",
+               f"  repositories repacked   {self.repacked.count:>6}  "
+               + ("" if self.dry_run else f"{human(self.repacked.bytes)}  ") + f"(of {self.repositories} checked)"]
+        if self.kept_young.count:
+            out.append(f"  kept {self.kept_young.count} unlinked object(s) ({human(self.kept_young.bytes)}) "
+                       f"younger than the grace period ({_duration(self.grace)})")
+        out += [f"  error: {e}" for e in self.errors]
+        return out
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+async def collect_garbage(settings: Settings, catalog: Catalog, store: ObjectStore, repos: RepoStore, *,
+                          grace: float, dry_run: bool) -> GcReport:
+    """Every sweep, in an order where each sees the previous one's result."""
+    report = GcReport(dry_run=dry_run, grace=grace)
+    now = time.time()
+    cutoff = now - grace
+    await sweep_unlinked(catalog, store, cutoff, report)
+    await sweep_orphans(catalog, store, cutoff, report)
+    await sweep_partial(store, now - max(grace, settings.lfs.action_expiry), report)
+    await asyncio.to_thread(sweep_leftover_dirs, repos.root, now - max(grace, LEFTOVER_MIN_AGE), report)
+    await maintain_repositories(settings.git.binary, await asyncio.to_thread(repos.all_repositories), report)
+    return report
+
+
+# -- LFS objects -----------------------------------------------------------------------------------
+
+_UNLINKED = ~sa.exists().where(lfs_links.c.oid == lfs_objects.c.oid)
+
+
+async def _unlinked_rows(catalog: Catalog) -> list[sa.Row]:
+    async with catalog.read() as conn:
+        return list((await conn.execute(
+            sa.select(lfs_objects.c.oid, lfs_objects.c.size, lfs_objects.c.created_at).where(_UNLINKED))).all())
+
+
+async def sweep_unlinked(catalog: Catalog, store: ObjectStore, cutoff: float, report: GcReport) -> None:
+    for row in await _unlinked_rows(catalog):
+        if row.created_at >= cutoff:
+            report.kept_young.add(row.size)
+        elif report.dry_run or await _delete_unlinked(catalog, store, row.oid, cutoff, report):
+            report.unlinked.add(row.size)
+
+
+async def _delete_unlinked(catalog: Catalog, store: ObjectStore, oid: str, cutoff: float,
+                           report: GcReport) -> bool:
+    """Store first, row second, under the write lock (see the module docstring for why)."""
+    try:
+        async with catalog.tx() as conn:
+            still = (await conn.execute(sa.select(lfs_objects.c.oid).where(
+                lfs_objects.c.oid == oid, lfs_objects.c.created_at < cutoff, _UNLINKED))).first()
+            if still is None:  # linked again (re-uploaded) since we listed it
+                return False
+            await asyncio.wait_for(store.delete(oid), STORE_DELETE_TIMEOUT)
+            await conn.execute(lfs_objects.delete().where(lfs_objects.c.oid == oid))
+    except Exception as exc:  # noqa: BLE001 - one object's failure must not stop the sweep; it is reported
+        report.errors.append(f"LFS object {oid}: not deleted: {exc}")
+        return False
+    return True
+
+
+async def _batches(items: AsyncIterator[tuple[str, int, float]], size: int) -> AsyncIterator[list]:
+    batch: list = []
+    async for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def _recorded(catalog: Catalog, oids: list[str]) -> set[str]:
+    async with catalog.read() as conn:
+        return set((await conn.execute(sa.select(lfs_objects.c.oid).where(lfs_objects.c.oid.in_(oids)))).scalars())
+
+
+async def sweep_orphans(catalog: Catalog, store: ObjectStore, cutoff: float, report: GcReport) -> None:
+    """Store objects with no catalog row, older than the grace period. Names that are not OIDs
+    are left alone: gc deletes only what it understands."""
+    async for batch in _batches(store.list_objects(), BATCH):
+        old = [(oid, size) for oid, size, mtime in batch if mtime < cutoff and OID_RE.match(oid)]
+        if not old:
+            continue
+        recorded = await _recorded(catalog, [oid for oid, _ in old])
+        for oid, size in old:
+            if oid in recorded:
+                continue
+            if report.dry_run or await _delete_orphan(catalog, store, oid, report):
+                report.orphans.add(size)
+
+
+async def _delete_orphan(catalog: Catalog, store: ObjectStore, oid: str, report: GcReport) -> bool:
+    try:
+        async with catalog.tx() as conn:
+            if (await conn.execute(sa.select(lfs_objects.c.oid).where(lfs_objects.c.oid == oid))).first():
+                return False  # recorded since we listed it: an upload just finished
+            await asyncio.wait_for(store.delete(oid), STORE_DELETE_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - reported, and the sweep goes on
+        report.errors.append(f"orphaned object {oid}: not deleted: {exc}")
+        return False
+    return True
+
+
+async def sweep_partial(store: ObjectStore, cutoff: float, report: GcReport) -> None:
+    for name, mtime in await store.list_temp():
+        if mtime >= cutoff:
+            continue
+        try:
+            if not report.dry_run:
+                await store.delete_temp(name)
+        except Exception as exc:  # noqa: BLE001 - reported, and the sweep goes on
+            report.errors.append(f"partial upload {name}: not deleted: {exc}")
+            continue
+        report.partial.add()
+
+
+# -- repositories ------------------------------------------------------------------------------------
+
+def sweep_leftover_dirs(root: Path, cutoff: float, report: GcReport) -> None:
+    """Dot-directories beside the repositories are never served (``RepoStore.all_repositories``
+    skips them): a crash left them while renaming a deleted model away or building a new one."""
+    if not root.exists():
+        return
+    for path in root.glob("*/.*"):
+        try:
+            if not path.is_dir() or path.stat().st_mtime >= cutoff:
+                continue
+            if not report.dry_run:
+                shutil.rmtree(path)
+        except OSError as exc:
+            report.errors.append(f"leftover {path}: not removed: {exc}")
+            continue
+        report.leftovers.add()
+
+
+@dataclass(frozen=True)
+class ObjectCounts:
+    loose: int
+    packs: int
+    kib: int  # loose + packed + garbage
+
+    @property
+    def needs_repack(self) -> bool:
+        return self.loose >= LOOSE_LIMIT or self.packs >= PACK_LIMIT
+
+
+async def count_objects(binary: str, path: Path) -> ObjectCounts:
+    result = await git(binary, path, "count-objects", "-v")
+    if not result.ok:
+        raise RuntimeError(result.output.strip())
+    c = parse_count_objects(result.output)
+    return ObjectCounts(loose=c.get("count", 0), packs=c.get("packs", 0),
+                        kib=c.get("size", 0) + c.get("size-pack", 0) + c.get("size-garbage", 0))
+
+
+async def maintain_repositories(binary: str, paths: list[Path], report: GcReport) -> None:
+    """One repository at a time: a repack is CPU-bound and the daemon is serving meanwhile."""
+    report.repositories = len(paths)
+    for path in paths:
+        try:
+            before = await count_objects(binary, path)
+            if not before.needs_repack:
+                continue
+            if not report.dry_run:
+                result = await git(binary, path, "gc", "--quiet")
+                if not result.ok:
+                    raise RuntimeError(f"git gc failed ({result.returncode}): {result.output.strip()[:500]}")
+                after = await count_objects(binary, path)
+                report.repacked.add(max(before.kib - after.kib, 0) * 1024)
+            else:
+                report.repacked.add()
+        except (OSError, RuntimeError) as exc:
+            report.errors.append(f"repository {_rel(path)}: {exc}")
+
+
+def _rel(path: Path) -> str:
+    return os.path.join(path.parent.name, path.name)
