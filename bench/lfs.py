@@ -29,13 +29,18 @@ The daemon's RSS is sampled every 50 ms from its start to the end.
 
 How to read it: MB/s are 10^6 bytes per second of object data, wall clock from the first batch
 call to the last byte (uploads include the verify calls). "ratio" is daemon / ceiling, MISS when
-under the target; "vs giftless" is daemon / giftless, MISS when not above 1. "cpu" is the
-server's CPU time over the phase's wall time (threads and processes summed: up to 200% on 2
-cores; the daemon near 100% means its event loop is saturated). Every read is warm: the objects
-sit in the page cache for the ceilings and the servers alike (caches are not dropped); each phase
-starts after a sync(2) so that no earlier writeback competes with it. The client shares the
-machine's cores with the server, and each figure is a single run: the --quick sizes take tenths
-of a second and are a smoke test, read the full run.
+under the target; "/max" is daemon / client max; "vs giftless" is daemon / giftless, MISS when
+not above 1. "cpu" is the server's CPU time over the phase's wall time (threads and processes
+summed: up to 200% on 2 cores; the daemon near 100% means its event loop is saturated), "cli"
+the client's: near 100% and /max near 1 mean the client, not the daemon, set the pace (its one
+event loop does every recv, while the ceiling's reader drains with a thread per stream). Every
+read is warm: the objects sit in the page cache for the ceilings and the servers alike (caches
+are not dropped); each phase starts after a sync(2) so that no earlier writeback competes with it.
+The upload ceilings include the fsync, so they follow the disk, which on a VM can vary a lot
+from one minute to the next. The client shares the machine's cores with the server, and each
+figure is a single run: the --quick sizes take tenths of a second and are a smoke test. Run it
+on an otherwise idle machine (it prints the load average it started with); --scratch on a tmpfs
+(e.g. /dev/shm, with --skip-giftless: 8 GiB) takes the disk out and leaves the CPU side.
 
 Exit status: 0 when every transfer succeeded (a MISS is a finding, not a failure); 1 when a
 transfer to the daemon failed (non-2xx) or returned wrong data; 130 when interrupted. Problems
@@ -117,6 +122,7 @@ import http.server, json, os, sys
 paths = json.load(open(sys.argv[2]))
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and sendfile'd body go out as separate writes
     def log_message(self, *args): pass
     def reply(self, status, body=b""):
         self.send_response(status)
@@ -185,13 +191,15 @@ class Workload:
 class Measure:
     mbps: float
     cpu: float  # server CPU seconds / wall seconds
+    client_cpu: float  # this process's CPU seconds / wall seconds
 
 
 # -- small helpers ---------------------------------------------------------------------------
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="1 x 256 MiB and 8 x 16 MiB instead of 1 x 2 GiB and 32 x 64 MiB")
+    p.add_argument("--quick", action="store_true",
+                   help="1 x 256 MiB and 8 x 16 MiB instead of 1 x 2 GiB and 32 x 64 MiB")
     p.add_argument("--skip-giftless", action="store_true", help="measure only the ceilings and the daemon")
     p.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()),
                    help="where the run's lfsbench-* dir (data, stores, logs) is created (default: the temp dir)")
@@ -475,7 +483,9 @@ def ensure_giftless_venv(venv: Path) -> Path:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=venv.parent)
         if proc.returncode != 0:
             shutil.rmtree(venv, ignore_errors=True)
-            raise PeerUnavailable(f"{' '.join(cmd[:4])} ... exited with {proc.returncode}: {proc.stderr.strip()[-1500:]}")
+            errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+            raise PeerUnavailable(f"{' '.join(cmd[:4])} ... exited with {proc.returncode}: "
+                                  + ("; ".join(errors) or proc.stderr.strip()[-1500:]))
     marker.write_text(wanted)
     return venv
 
@@ -565,11 +575,13 @@ async def transfer_all(server: Server, operation: str, objects: list[Obj]) -> No
 def timed_transfer(server: Server, operation: str, objects: list[Obj]) -> Measure:
     os.sync()
     cpu_before = cpu_seconds(server.proc.pid)
+    client_before = time.process_time()
     start = time.perf_counter()
     asyncio.run(transfer_all(server, operation, objects))
     seconds = time.perf_counter() - start
+    client = time.process_time() - client_before
     cpu = cpu_seconds(server.proc.pid) - cpu_before
-    return Measure(sum(o.size for o in objects) / seconds / MB, cpu / seconds)
+    return Measure(sum(o.size for o in objects) / seconds / MB, cpu / seconds, client / seconds)
 
 
 # -- measurements ----------------------------------------------------------------------------
@@ -652,9 +664,11 @@ def measure_ceilings(workload: Workload, scratch: Path) -> tuple[float, float, s
     if workload.streams > 1:
         many = upload_ceiling(workload, scratch / "ceiling", threads=workload.streams)
         best = max(one, many)
-        how += f", {workload.streams} threads {many:.0f} -> uses {'1 thread' if best == one else f'{workload.streams} threads'}"
+        used = "1 thread" if best == one else f"{workload.streams} threads"
+        how += f", {workload.streams} threads {many:.0f} -> uses {used}"
     send = download_ceiling(workload)
-    how += f"; download (sendfile -> loopback) {workload.streams} stream{'s' if workload.streams > 1 else ''} {send:.0f}"
+    streams = f"{workload.streams} stream{'s' if workload.streams > 1 else ''}"
+    how += f"; download (sendfile -> loopback) {streams} {send:.0f}"
     print(f"  ceilings   {how} MB/s", flush=True)
     return best, send, how
 
@@ -662,7 +676,8 @@ def measure_ceilings(workload: Workload, scratch: Path) -> tuple[float, float, s
 def report(server: str, operation: str, result: Measure | None, ceiling: float | None = None) -> None:
     if result is not None:
         share = f", {result.mbps / ceiling:.2f} of ceiling" if ceiling else ""
-        print(f"  {server:<10} {operation:<8} {result.mbps:6.0f} MB/s  (cpu {result.cpu:.0%}{share})", flush=True)
+        print(f"  {server:<10} {operation:<8} {result.mbps:6.0f} MB/s  (cpu {result.cpu:.0%}, client cpu "
+              f"{result.client_cpu:.0%}{share})", flush=True)
 
 
 def measure_workload(workload: Workload, scratch: Path, bare: BareServer, daemon: Daemon,
@@ -691,8 +706,9 @@ def print_table(rows: list[Row], ceilings: dict[str, str], sampler: RssSampler, 
     print("\nMB/s = 10^6 bytes/s of object data; warm page cache; one run each.\n"
           "ceiling: this machine without HTTP (upload: sha256+write+fsync; download: sendfile -> loopback -> reader).\n"
           "client max: this client against a bare HTTP server (upload drained, download sendfile'd).\n"
-          "ratio = daemon / ceiling; /max = daemon / client max; vs giftless = daemon / giftless.\n")
-    header = (f"{'workload':<14} {'op':<8} {'ceiling':>7} {'client max':>10} {'daemon':>6} {'cpu':>5} "
+          "ratio = daemon / ceiling; /max = daemon / client max; vs giftless = daemon / giftless.\n"
+          "cpu: the server's CPU (100% = one core); cli: the client's CPU during the daemon's phase.\n")
+    header = (f"{'workload':<14} {'op':<8} {'ceiling':>7} {'client max':>10} {'daemon':>6} {'cpu':>5} {'cli':>5} "
               f"{'ratio':>5} {'target':>6} {'':<4} {'/max':>4} {'giftless':>8} {'cpu':>5} {'vs giftless':>11}")
     print(header)
     print("-" * (len(header) + 5))
@@ -700,8 +716,8 @@ def print_table(rows: list[Row], ceilings: dict[str, str], sampler: RssSampler, 
         ratio = row.daemon.mbps / row.ceiling
         target = TARGETS[row.operation]
         line = (f"{row.workload.name:<14} {row.operation:<8} {row.ceiling:7.0f} {row.client_max:10.0f} "
-                f"{row.daemon.mbps:6.0f} {row.daemon.cpu:5.0%} {ratio:5.2f} {'>=' + str(target):>6} "
-                f"{verdict(ratio >= target):<4} {row.daemon.mbps / row.client_max:4.2f}")
+                f"{row.daemon.mbps:6.0f} {row.daemon.cpu:5.0%} {row.daemon.client_cpu:5.0%} {ratio:5.2f} "
+                f"{'>=' + str(target):>6} {verdict(ratio >= target):<4} {row.daemon.mbps / row.client_max:4.2f}")
         if row.giftless is not None:
             versus = row.daemon.mbps / row.giftless.mbps
             line += f" {row.giftless.mbps:8.0f} {row.giftless.cpu:5.0%} {versus:11.2f} {verdict(versus > 1)}"
