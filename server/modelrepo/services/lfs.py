@@ -29,7 +29,7 @@ from ..errors import (
     Unprocessable,
 )
 from ..settings import LfsSettings
-from ..storage.base import ObjectStore, Verifier, rechunk
+from ..storage.base import ObjectStore, Verifier, batched
 from .access import Identity
 from .action_tokens import ActionSigner
 from .models import Model, Models
@@ -233,8 +233,8 @@ class Lfs:
             raise Conflict(f"an object with this OID is stored with size {known}, not {size}")
         if known is not None and await self.store.stat(oid) == size:
             verifier = Verifier(oid, size)
-            async for chunk in rechunk(chunks, 1024 * 1024):
-                await asyncio.to_thread(verifier.update, chunk)
+            async for group in batched(chunks, 1024 * 1024):
+                await asyncio.to_thread(lambda g=group: [verifier.update(c) for c in g])
             verifier.finish()
         else:
             await self.store.put(oid, size, chunks)

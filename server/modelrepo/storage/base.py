@@ -98,3 +98,19 @@ async def fixed_chunks(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator
             del buf[:size]
     if buf:
         yield bytes(buf)
+
+
+async def batched(chunks: AsyncIterator[bytes], target: int) -> AsyncIterator[list[bytes]]:
+    """Group network reads into lists of about ``target`` bytes, without copying them: the
+    worker thread hashes and writes each piece; joining them on the event loop would cost a copy
+    of every byte on the one thread that also reads the sockets."""
+    group: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        group.append(chunk)
+        size += len(chunk)
+        if size >= target:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from .base import Verifier, rechunk
+from .base import Verifier, batched
 
 CHUNK = 1024 * 1024
 
@@ -43,16 +43,17 @@ class LocalStore:
         fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=f"{oid[:16]}.")
         f = os.fdopen(fd, "wb", buffering=0)
 
-        def work(chunk: bytes) -> None:
-            verifier.update(chunk)
-            f.write(chunk)
+        def work(group: list[bytes]) -> None:
+            for chunk in group:
+                verifier.update(chunk)
+                f.write(chunk)
 
         pending: asyncio.Future | None = None
         try:
-            async for chunk in rechunk(chunks, CHUNK):
+            async for group in batched(chunks, CHUNK):
                 if pending is not None:
                     await pending
-                pending = asyncio.ensure_future(asyncio.to_thread(work, chunk))
+                pending = asyncio.ensure_future(asyncio.to_thread(work, group))
             if pending is not None:
                 await pending
                 pending = None

@@ -116,7 +116,7 @@ async def upload(request: web.Request) -> web.Response:
         raise InvalidInput(f"Content-Length {length} does not match the object size {size}")
 
     async def counted():
-        async for chunk in request.content.iter_chunked(256 * 1024):
+        async for chunk in request.content.iter_any():
             request[BYTES_IN] = request.get(BYTES_IN, 0) + len(chunk)
             yield chunk
 
