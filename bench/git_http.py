@@ -217,7 +217,11 @@ class Daemon:
         exe = Path(sys.executable).parent / "modelrepo"
         cmd = [str(exe) if exe.exists() else "modelrepo", "serve", "--data", str(self.data),
                "--listen", f"127.0.0.1:{self.port}"]
-        env = {**os.environ, "MODELREPO_LOG__LEVEL": "warning"}
+        # Plain git transport against plain git: the generated repository holds big and *.bin
+        # blobs that the push rules would (rightly) send to LFS, so the rules are relaxed here;
+        # they still run (rev-list + cat-file over every pushed object) and are timed.
+        env = {**os.environ, "MODELREPO_LOG__LEVEL": "warning", "MODELREPO_PUSH__WEIGHT_PATTERNS": "[]",
+               "MODELREPO_PUSH__MAX_PLAIN_BLOB": "1 GiB"}
         with open(self.log_path, "wb") as log:
             # Own session: a Ctrl-C reaches the bench only, which then stops the daemon cleanly.
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
