@@ -32,6 +32,16 @@ def metric(d, name: str, **labels) -> float:
     return total
 
 
+def wait_metric(d, name: str, expected: float, timeout: float = 10, **labels) -> float:
+    """Metrics are recorded when the access log line is written, just after the response: poll."""
+    deadline = time.time() + timeout
+    while True:
+        value = metric(d, name, **labels)
+        if value >= expected or time.time() > deadline:
+            return value
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def daemon_each(request):
     d = start_daemon(extra_env=getattr(request, "param", {}))
@@ -48,8 +58,9 @@ def test_metrics_change_as_requests_happen(daemon, git, tmp_path):
     before = metric(d, "modelrepo_http_requests_total", route=route, method="GET", status="200")
     for _ in range(3):
         d.ok("GET", "/api/v1/models/m/x")
-    assert metric(d, "modelrepo_http_requests_total", route=route, method="GET", status="200") == before + 3
-    assert metric(d, "modelrepo_http_request_duration_seconds_count", route=route, method="GET") >= 3
+    assert wait_metric(d, "modelrepo_http_requests_total", before + 3, route=route, method="GET",
+                       status="200") == before + 3
+    assert wait_metric(d, "modelrepo_http_request_duration_seconds_count", 3, route=route, method="GET") >= 3
 
     git_in = metric(d, "modelrepo_bytes_in_total", protocol="git")
     lfs_in = metric(d, "modelrepo_bytes_in_total", protocol="lfs")
@@ -61,8 +72,8 @@ def test_metrics_change_as_requests_happen(daemon, git, tmp_path):
     git.run("push", "-q", d.git_url("m/x.git", "admin"), "main", cwd=work)
     bad = git.new_repo(tmp_path / "bad", {"w.safetensors": b"\x00" * 100})
     assert git.run("push", d.git_url("m/x.git", "admin"), "main:refs/heads/bad", cwd=bad, check=False).returncode
-    assert metric(d, "modelrepo_bytes_in_total", protocol="git") > git_in
-    assert metric(d, "modelrepo_bytes_in_total", protocol="lfs") >= lfs_in + MiB
+    assert wait_metric(d, "modelrepo_bytes_in_total", git_in + 1, protocol="git") > git_in
+    assert wait_metric(d, "modelrepo_bytes_in_total", lfs_in + MiB, protocol="lfs") >= lfs_in + MiB
     assert metric(d, "modelrepo_pushes_total", outcome="accepted") == accepted + 1
     assert metric(d, "modelrepo_pushes_total", outcome="refused", reason="lfs_required") == refused + 1
     assert "modelrepo_webhook_queue_depth" in http("GET", d.url + "/metrics").body.decode()
