@@ -34,19 +34,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -55,6 +52,8 @@ from pathlib import Path
 import psutil
 
 from modelrepo.services.repos import REPO_CONFIG
+
+from common import RssSampler, free_port, stop_process  # bench/common.py
 
 MIB = 1024 * 1024
 TARGET_RATIO = 1.15
@@ -83,10 +82,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def git_env(home: Path) -> dict[str, str]:
@@ -128,15 +123,6 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
 
 
-def stop_process(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 # -- the test repository ---------------------------------------------------------------------
@@ -316,28 +302,6 @@ class HttpBackend:
 
 # -- measurements ----------------------------------------------------------------------------
 
-class RssSampler(threading.Thread):
-    """Samples one process's RSS every `interval` seconds until stopped."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.process = psutil.Process(pid)
-        self.interval = interval
-        self.baseline = self.process.memory_info().rss
-        self.peak = self.last = self.baseline
-        self._stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self._stopped.wait(self.interval):
-            try:
-                self.last = self.process.memory_info().rss
-            except psutil.Error:
-                return
-            self.peak = max(self.peak, self.last)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self.join()
 
 
 def push_once(env: dict[str, str], server: Daemon | HttpBackend, src: Path) -> tuple[float, str]:

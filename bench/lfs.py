@@ -63,7 +63,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -73,6 +72,8 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+
+from common import RssSampler, free_port, stop_process  # bench/common.py
 
 MIB = 1024 * 1024
 MB = 1_000_000
@@ -207,10 +208,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, any_status: bool = False, timeout: float = 60.0) -> None:
@@ -232,15 +229,6 @@ def wait_http(url: str, proc: subprocess.Popen, any_status: bool = False, timeou
     raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
 
 
-def stop_process(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -586,28 +574,6 @@ def timed_transfer(server: Server, operation: str, objects: list[Obj]) -> Measur
 
 # -- measurements ----------------------------------------------------------------------------
 
-class RssSampler(threading.Thread):
-    """Samples one process's RSS every `interval` seconds until stopped."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.process = psutil.Process(pid)
-        self.interval = interval
-        self.baseline = self.process.memory_info().rss
-        self.peak = self.last = self.baseline
-        self._stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self._stopped.wait(self.interval):
-            try:
-                self.last = self.process.memory_info().rss
-            except psutil.Error:
-                return
-            self.peak = max(self.peak, self.last)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self.join()
 
 
 class Peer:
