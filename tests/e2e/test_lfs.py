@@ -382,3 +382,38 @@ def test_transfer_token_abuse(lfs_world):
     assert d.stored(oid) is None
     assert put_action(action, data) == 200
     assert d.stored(oid) == len(data)
+
+
+def test_hub_resolve_serves_lfs_content_from_every_store(lfs_world, git, tmp_path):
+    """/resolve streams LFS content from the store, or redirects to a presigned URL in S3 direct
+    mode with the metadata huggingface_hub reads from the redirect itself."""
+    import urllib.request
+
+    d = lfs_world
+    repo = new_model(d, "resolve")
+    data = blob(21, 300_000)
+    work = lfs_repo(git, tmp_path / "w", {"w.bin": data})
+    git.run("push", "-q", d.git_url(f"{repo}.git", "alice"), "main", cwd=work)
+    commit = git.out("rev-parse", "HEAD", cwd=work)
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    req = urllib.request.Request(f"{d.url}/{repo}/resolve/main/w.bin", method="HEAD",
+                                 headers={"Authorization": f"Bearer {d.tokens['rob']}"})
+    try:
+        resp = urllib.request.build_opener(NoRedirect).open(req, timeout=30)
+        status, headers = resp.status, resp.headers
+    except urllib.error.HTTPError as err:
+        status, headers = err.code, err.headers
+    assert headers["X-Repo-Commit"] == commit
+    assert headers["X-Linked-Etag"].strip('"') == hashlib.sha256(data).hexdigest()
+    assert int(headers["X-Linked-Size"]) == len(data)
+    if d.lfs_mode == "s3-direct":
+        assert status == 302 and "X-Amz-Signature" in headers["Location"]
+        assert http("GET", headers["Location"]).body == data  # no Authorization needed: presigned
+    else:
+        assert status == 200 and int(headers["Content-Length"]) == len(data)
+    r = http("GET", f"{d.url}/{repo}/resolve/main/w.bin", token=d.tokens["rob"], headers={"Range": "bytes=10-"})
+    assert r.body == data[10:]
