@@ -137,10 +137,7 @@ async def split_lines(chunks: AsyncIterator[bytes], max_body: int, max_line: int
 
 
 def _lfs_covered(path: str, gitattributes: bytes | None) -> bool:
-    if gitattributes is None:
-        return False
-    a = rules.lfs_attributes(path, rules._attr_lines(gitattributes))
-    return a.get("filter") == "lfs" and a.get("diff") == "lfs" and a.get("merge") == "lfs" and a.get("text") is False
+    return gitattributes is not None and rules.lfs_covered(path, rules.attr_lines(gitattributes))
 
 
 def _pattern_for(path: str, weight_patterns: tuple[str, ...]) -> str:

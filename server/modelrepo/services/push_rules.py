@@ -150,7 +150,7 @@ def needs_lfs(blob: NewBlob, weight_patterns: Iterable[str]) -> bool:
     return blob.pointer is not None or any(fnmatch.fnmatchcase(name, p) for p in weight_patterns)
 
 
-def _attr_lines(gitattributes: bytes) -> list[tuple[str, list[str]]]:
+def attr_lines(gitattributes: bytes) -> list[tuple[str, list[str]]]:
     lines = []
     for raw in gitattributes.decode("utf-8", errors="replace").splitlines():
         line = raw.strip()
@@ -191,6 +191,12 @@ def lfs_attributes(path: str, lines: list[tuple[str, list[str]]]) -> dict[str, s
     return attrs
 
 
+def lfs_covered(path: str, lines: list[tuple[str, list[str]]]) -> bool:
+    """Does .gitattributes give ``path`` all of filter=lfs diff=lfs merge=lfs -text?"""
+    a = lfs_attributes(path, lines)
+    return a.get("filter") == "lfs" and a.get("diff") == "lfs" and a.get("merge") == "lfs" and a.get("text") is False
+
+
 def check_attributes(ref: str, paths: Iterable[str], gitattributes: bytes | None) -> list[str]:
     """Every LFS or weight path at a pushed tip must be covered by filter=lfs diff=lfs merge=lfs -text."""
     paths = sorted(set(paths))
@@ -201,11 +207,10 @@ def check_attributes(ref: str, paths: Iterable[str], gitattributes: bytes | None
         sample = paths[0]
         return [f"{short}: {len(paths)} LFS/weight file(s) (e.g. {sample}) but no .gitattributes. Fix: git lfs "
                 f"track \"{_track_pattern(sample)}\" && git add .gitattributes && git commit && git push"]
-    lines = _attr_lines(gitattributes)
+    lines = attr_lines(gitattributes)
     problems = []
     for path in paths:
-        a = lfs_attributes(path, lines)
-        if a.get("filter") == "lfs" and a.get("diff") == "lfs" and a.get("merge") == "lfs" and a.get("text") is False:
+        if lfs_covered(path, lines):
             continue
         problems.append(f"{short}: .gitattributes does not give {path} '{LFS_ATTRS}'. Fix: git lfs track "
                         f"\"{_track_pattern(path)}\" && git add .gitattributes && git commit && git push")
