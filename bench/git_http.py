@@ -51,7 +51,7 @@ from pathlib import Path
 
 import psutil
 
-from modelrepo.services.repos import REPO_CONFIG
+from modelrepo.git.repos import REPO_CONFIG
 
 from common import RssSampler, free_port, stop_process  # bench/common.py
 

@@ -1,3 +1,3 @@
-from .cli import main
+from modelrepo.cli.main import main
 
 main()

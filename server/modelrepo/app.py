@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from .catalog.db import Catalog
-from .drain import InFlight
-from .metrics import Metrics
-from .services.auth_guard import FailureLimiter
-from .keys import (
+from modelrepo.catalog.db import Catalog
+from modelrepo.drain import InFlight
+from modelrepo.metrics import Metrics
+from modelrepo.accounts.auth_guard import FailureLimiter
+from modelrepo.keys import (
     ACCOUNTS,
     CATALOG,
     DEPLOYMENTS,
@@ -31,27 +31,27 @@ from .keys import (
     WEBHOOKS,
     WORKER,
 )
-from .services import repos
-from .services.accounts import Accounts
-from .services.action_tokens import ActionSigner, load_or_create_key
-from .services.deployments import Deployments
-from .services.git_rpc import GitRunner
-from .services.hub import Hub
-from .services.hub_commit import HubCommits
-from .services.lfs import Lfs
-from .services.locks import Locks
-from .services.models import Models
-from .services.push_effects import PushEffects
-from .services.pushes import PushSessions
-from .services.receive import Receive
-from .services.ref_changes import RefChanges
-from .services.webhook_worker import WebhookWorker
-from .services.webhooks import Webhooks
-from .settings import Settings
-from .storage import open_store
-from .web import api, git_http, hub_http, lfs_http, ops_http
-from .web.internal import create_internal_app
-from .web.middlewares import AccessLogger, authenticate, request_context
+from modelrepo.git import repos
+from modelrepo.accounts.service import Accounts
+from modelrepo.lfs.action_tokens import ActionSigner, load_or_create_key
+from modelrepo.models.deployments import Deployments
+from modelrepo.git.runner import GitRunner
+from modelrepo.hub.service import Hub
+from modelrepo.hub.commits import HubCommits
+from modelrepo.lfs.service import Lfs
+from modelrepo.lfs.locks import Locks
+from modelrepo.models.service import Models
+from modelrepo.push.effects import PushEffects
+from modelrepo.push.sessions import PushSessions
+from modelrepo.push.receive import Receive
+from modelrepo.push.ref_changes import RefChanges
+from modelrepo.models.webhook_worker import WebhookWorker
+from modelrepo.models.webhooks import Webhooks
+from modelrepo.settings import Settings
+from modelrepo.storage import open_store
+from modelrepo.web import api, git_http, hub_http, lfs_http, ops_http
+from modelrepo.web.internal import create_internal_app
+from modelrepo.web.middlewares import AccessLogger, authenticate, request_context
 
 log = structlog.get_logger("modelrepo.app")
 

@@ -8,7 +8,7 @@ case-insensitive filesystem or in a user's head.
 
 import re
 
-from .errors import InvalidInput
+from modelrepo.errors import InvalidInput
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _RESERVED = {"api", "healthz", "readyz", "metrics", "info", "objects", "static"}

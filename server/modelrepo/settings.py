@@ -377,8 +377,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("lfs.max_batch_objects: must be at least 1")
     if s.lfs.s3.endpoint_url and not re.match(r"^https?://[^/\s]+/?$", s.lfs.s3.endpoint_url):
         raise ConfigError(f"lfs.s3.endpoint_url: expected http(s)://host[:port], got {s.lfs.s3.endpoint_url!r}")
-    from .errors import InvalidInput  # noqa: PLC0415 - avoid a cycle at import time
-    from .names import check_ref_name  # noqa: PLC0415
+    from modelrepo.errors import InvalidInput  # noqa: PLC0415 - avoid a cycle at import time
+    from modelrepo.names import check_ref_name  # noqa: PLC0415
 
     try:
         check_ref_name(s.git.default_branch)

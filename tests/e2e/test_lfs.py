@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from modelrepo.services.action_tokens import ActionSigner
+from modelrepo.lfs.action_tokens import ActionSigner
 
 from ..helpers import http
 

@@ -198,7 +198,7 @@ def test_gc_removes_only_unlinked_old_objects(ops_daemon, git, tmp_path):
 
 
 def _human(n: int) -> list[str]:
-    from modelrepo.services.push_rules import human
+    from modelrepo.push.rules import human
 
     return human(n).split()
 

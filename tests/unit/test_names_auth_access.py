@@ -4,7 +4,7 @@ import pytest
 
 from modelrepo.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from modelrepo.names import check_name, check_ref_name
-from modelrepo.services.access import ANONYMOUS, Identity, check_model_role, check_read
+from modelrepo.accounts.access import ANONYMOUS, Identity, check_model_role, check_read
 from modelrepo.web.auth import parse_authorization
 
 

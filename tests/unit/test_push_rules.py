@@ -2,8 +2,8 @@
 
 import pytest
 
-from modelrepo.metadata import parse_card
-from modelrepo.services.push_rules import (
+from modelrepo.models.card import parse_card
+from modelrepo.push.rules import (
     ZERO,
     LfsPointer,
     NewBlob,

@@ -10,7 +10,7 @@
 The modules return plain reports; ``cli_ops`` turns them into words for people.
 """
 
-from ..errors import ModelrepoError
+from modelrepo.errors import ModelrepoError
 
 
 class OpsError(ModelrepoError):

@@ -61,12 +61,12 @@ from pathlib import Path
 import pygit2
 import sqlalchemy as sa
 
-from ..catalog.schema import lfs_links, lfs_objects, models, namespaces
-from ..services.push_rules import human
-from ..services.repos import RepoStore, configure
-from ..settings import Settings
-from . import OpsError
-from .git import git_sync
+from modelrepo.catalog.schema import lfs_links, lfs_objects, models, namespaces
+from modelrepo.push.rules import human
+from modelrepo.git.repos import RepoStore, configure
+from modelrepo.settings import Settings
+from modelrepo.ops import OpsError
+from modelrepo.git.ops import git_sync
 
 FORMAT = 1
 KIND = "modelrepo-backup"
@@ -524,7 +524,7 @@ def restore_lfs_objects(src_root: Path, dst_root: Path, report: RestoreReport) -
 def verify_restored(settings: Settings, manifest: dict, report: RestoreReport) -> None:
     """Fatal: a catalog that does not open, a model whose repository is missing, broken or lacks
     a recorded ref. Warnings: LFS objects the catalog records but the store lacks."""
-    from ..catalog.db import migrate  # noqa: PLC0415 - alembic only when restoring
+    from modelrepo.catalog.db import migrate  # noqa: PLC0415 - alembic only when restoring
 
     try:
         migrate(settings.catalog_path)
@@ -562,8 +562,8 @@ def _verify_repository(settings: Settings, rel: str, refs: dict[str, str], repor
 async def _verify_and_rebuild(settings: Settings) -> list[str]:
     """Async part: LFS objects through the configured store, and the catalog mirror rebuilt from
     the repositories (it may be a few seconds newer than the refs the backup recorded)."""
-    from ..catalog.db import Catalog  # noqa: PLC0415
-    from ..storage import open_store  # noqa: PLC0415
+    from modelrepo.catalog.db import Catalog  # noqa: PLC0415
+    from modelrepo.storage import open_store  # noqa: PLC0415
 
     catalog = Catalog.open(settings.catalog_path)
     store = open_store(settings)
@@ -577,7 +577,7 @@ async def _verify_and_rebuild(settings: Settings) -> list[str]:
 
 
 async def _missing_objects(catalog, store) -> list[str]:
-    from .fsck import list_stored, stat_all  # noqa: PLC0415
+    from modelrepo.ops.fsck import list_stored, stat_all  # noqa: PLC0415
 
     objects = [o for o in await list_stored(catalog) if o.linked_by]
     sizes = await stat_all(store, {o.oid for o in objects})
@@ -586,9 +586,9 @@ async def _missing_objects(catalog, store) -> list[str]:
 
 
 async def _rebuild_mirror(settings: Settings, catalog) -> None:
-    from ..services.accounts import Accounts  # noqa: PLC0415
-    from ..services.models import Models  # noqa: PLC0415
-    from ..services.push_effects import PushEffects  # noqa: PLC0415
+    from modelrepo.accounts.service import Accounts  # noqa: PLC0415
+    from modelrepo.models.service import Models  # noqa: PLC0415
+    from modelrepo.push.effects import PushEffects  # noqa: PLC0415
 
     store = RepoStore(settings.repos_dir)
     models_ = Models(catalog, Accounts(catalog), store, settings.git.default_branch)

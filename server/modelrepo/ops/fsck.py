@@ -30,12 +30,12 @@ from pathlib import Path
 import pygit2
 import sqlalchemy as sa
 
-from ..catalog.db import Catalog
-from ..catalog.schema import lfs_links, lfs_objects, models, namespaces
-from ..services.push_rules import POINTER_MAX, LfsPointer, human, parse_pointer
-from ..services.repos import RepoStore
-from ..storage.base import ObjectStore
-from .git import git
+from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.schema import lfs_links, lfs_objects, models, namespaces
+from modelrepo.push.rules import POINTER_MAX, LfsPointer, human, parse_pointer
+from modelrepo.git.repos import RepoStore
+from modelrepo.storage.base import ObjectStore
+from modelrepo.git.ops import git
 
 HASH_CONCURRENCY = 4
 STAT_CONCURRENCY = 16

@@ -59,14 +59,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ..catalog.db import Catalog
-from ..catalog.schema import lfs_links, lfs_objects
-from ..services.lfs import OID_RE
-from ..services.push_rules import human
-from ..services.repos import RepoStore
-from ..settings import Settings
-from ..storage.base import ObjectStore
-from .git import git, parse_count_objects
+from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.schema import lfs_links, lfs_objects
+from modelrepo.lfs.service import OID_RE
+from modelrepo.push.rules import human
+from modelrepo.git.repos import RepoStore
+from modelrepo.settings import Settings
+from modelrepo.storage.base import ObjectStore
+from modelrepo.git.ops import git, parse_count_objects
 
 LOOSE_LIMIT = 100
 PACK_LIMIT = 10

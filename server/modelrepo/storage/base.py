@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import IntegrityError, InvalidInput
+from modelrepo.errors import IntegrityError, InvalidInput
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from .base import Verifier, batched
+from modelrepo.storage.base import Verifier, batched
 
 CHUNK = 1024 * 1024
 

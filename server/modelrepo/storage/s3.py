@@ -26,9 +26,9 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import IntegrityError, NotFound, StorageUnavailable
-from ..settings import S3Settings
-from .base import Presigned, Verifier, fixed_chunks, rechunk
+from modelrepo.errors import IntegrityError, NotFound, StorageUnavailable
+from modelrepo.settings import S3Settings
+from modelrepo.storage.base import Presigned, Verifier, fixed_chunks, rechunk
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 MAX_DIRECT = 5 * 1024**3  # CopyObject's single-request limit

@@ -10,13 +10,13 @@ from typing import Any
 import jsonschema
 from aiohttp import web
 
-from .. import __version__
-from ..errors import InvalidInput, TooLarge
-from ..keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, SETTINGS, WEBHOOKS
-from ..names import NAME_RE
-from ..services.access import ROLES, SCOPES, VISIBILITIES, check_namespace_admin
-from ..services.webhooks import EVENTS
-from .middlewares import identity_of
+from modelrepo import __version__
+from modelrepo.errors import InvalidInput, TooLarge
+from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, SETTINGS, WEBHOOKS
+from modelrepo.names import NAME_RE
+from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES, check_namespace_admin
+from modelrepo.models.webhooks import EVENTS
+from modelrepo.web.middlewares import identity_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -11,12 +11,12 @@ import asyncio
 import structlog
 from aiohttp import web
 
-from ..errors import Forbidden, ModelrepoError, TooLarge, UnsupportedMediaType
-from ..keys import GIT, METRICS, MODELS, PUSHES, SETTINGS
-from ..services import git_rpc
-from ..services.models import Model
-from ..services.pushes import PushSession
-from .middlewares import BYTES_IN, NO_CACHE, REQUEST_ID, identity_of
+from modelrepo.errors import Forbidden, ModelrepoError, TooLarge, UnsupportedMediaType
+from modelrepo.keys import GIT, METRICS, MODELS, PUSHES, SETTINGS
+from modelrepo.git import runner as git_rpc
+from modelrepo.models.service import Model
+from modelrepo.push.sessions import PushSession
+from modelrepo.web.middlewares import BYTES_IN, NO_CACHE, REQUEST_ID, identity_of
 
 log = structlog.get_logger("modelrepo.git")
 CHUNK = 256 * 1024

@@ -3,7 +3,7 @@ on an http:// endpoint it maps nothing without it."""
 
 from aiohttp import web
 
-from ..errors import EntryNotFound, ModelrepoError
+from modelrepo.errors import EntryNotFound, ModelrepoError
 
 _HUB_CODES = {"model_not_found": "RepoNotFound", "revision_not_found": "RevisionNotFound",
               "entry_not_found": "EntryNotFound"}

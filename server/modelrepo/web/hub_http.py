@@ -10,13 +10,13 @@ import json
 
 from aiohttp import web
 
-from ..errors import EntryNotFound, InvalidInput, NotFound, Unauthenticated, UnsupportedMediaType
-from ..keys import ACCOUNTS, HUB, HUB_COMMITS, LFS, MODELS, REFS, SETTINGS
-from ..services import hub_repo
-from ..services.hub import card_errors
-from ..services.push_rules import NewBlob, needs_lfs
-from .lfs_http import parse_range, send_stored_object
-from .middlewares import identity_of
+from modelrepo.errors import EntryNotFound, InvalidInput, NotFound, Unauthenticated, UnsupportedMediaType
+from modelrepo.keys import ACCOUNTS, HUB, HUB_COMMITS, LFS, MODELS, REFS, SETTINGS
+from modelrepo.git import reads as hub_repo
+from modelrepo.hub.service import card_errors
+from modelrepo.push.rules import NewBlob, needs_lfs
+from modelrepo.web.lfs_http import parse_range, send_stored_object
+from modelrepo.web.middlewares import identity_of
 
 PAGE = 1000
 def _base(request: web.Request) -> str:

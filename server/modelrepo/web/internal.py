@@ -10,8 +10,8 @@ import json
 import structlog
 from aiohttp import web
 
-from ..keys import PUSHES, RECEIVE
-from ..services.receive import parse_updates
+from modelrepo.keys import PUSHES, RECEIVE
+from modelrepo.push.receive import parse_updates
 
 log = structlog.get_logger("modelrepo.hooks")
 MAX_BODY = 16 * 1024 * 1024

@@ -9,13 +9,13 @@ import re
 
 from aiohttp import web
 
-from ..errors import InvalidInput, ModelrepoError, NotFound, TooLarge, Unauthenticated, UnsupportedMediaType
-from ..keys import LFS, LOCKS, METRICS, MODELS, SETTINGS
-from ..services.action_tokens import ActionClaim
-from ..services.lfs import Urls, check_oid
-from ..services.locks import LockConflict
-from ..services.models import Model
-from .middlewares import ACTION, BYTES_IN, REQUEST_ID, identity_of
+from modelrepo.errors import InvalidInput, ModelrepoError, NotFound, TooLarge, Unauthenticated, UnsupportedMediaType
+from modelrepo.keys import LFS, LOCKS, METRICS, MODELS, SETTINGS
+from modelrepo.lfs.action_tokens import ActionClaim
+from modelrepo.lfs.service import Urls, check_oid
+from modelrepo.lfs.locks import LockConflict
+from modelrepo.models.service import Model
+from modelrepo.web.middlewares import ACTION, BYTES_IN, REQUEST_ID, identity_of
 
 LFS_TYPE = "application/vnd.git-lfs+json"
 _JSON_TYPES = (LFS_TYPE, "application/json")

@@ -8,13 +8,13 @@ import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from ..errors import ModelrepoError, StorageUnavailable, TooManyRequests, Unauthenticated
-from ..keys import ACCOUNTS, INFLIGHT, LFS, LIMITER, METRICS, SETTINGS
-from ..services.action_tokens import PREFIX as ACTION_PREFIX
-from ..services.action_tokens import ActionClaim
-from ..services.access import ANONYMOUS, Identity
-from .auth import parse_authorization
-from .hub_errors import hub_error_headers, is_hub
+from modelrepo.errors import ModelrepoError, StorageUnavailable, TooManyRequests, Unauthenticated
+from modelrepo.keys import ACCOUNTS, INFLIGHT, LFS, LIMITER, METRICS, SETTINGS
+from modelrepo.lfs.action_tokens import PREFIX as ACTION_PREFIX
+from modelrepo.lfs.action_tokens import ActionClaim
+from modelrepo.accounts.access import ANONYMOUS, Identity
+from modelrepo.web.auth import parse_authorization
+from modelrepo.web.hub_errors import hub_error_headers, is_hub
 
 # Reachable without credentials even when auth.allow_anonymous_read is false.
 ANONYMOUS_ALWAYS = frozenset({"/healthz", "/readyz", "/metrics"})

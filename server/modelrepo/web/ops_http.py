@@ -2,9 +2,9 @@
 
 from aiohttp import web
 
-from ..keys import CATALOG, LFS, METRICS, SETTINGS
-from ..metrics import CONTENT_TYPE
-from ..services.readiness import check
+from modelrepo.keys import CATALOG, LFS, METRICS, SETTINGS
+from modelrepo.metrics import CONTENT_TYPE
+from modelrepo.ops.readiness import check
 
 
 async def readyz(request: web.Request) -> web.Response:

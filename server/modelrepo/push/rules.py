@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..metadata import ModelCard
+from modelrepo.models.card import ModelCard
 
 ZERO = "0" * 40
 _POINTER_RE = re.compile(

@@ -12,14 +12,14 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from ..catalog.db import Catalog
-from ..catalog.schema import deployments, models, namespaces
-from ..errors import Conflict, InvalidInput, NotFound, Unauthenticated, Unprocessable
-from ..names import check_name, check_ref_name
-from .access import Identity
-from .models import Model, Models
-from .snapshot import read_at
-from .webhooks import enqueue, envelope
+from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.schema import deployments, models, namespaces
+from modelrepo.errors import Conflict, InvalidInput, NotFound, Unauthenticated, Unprocessable
+from modelrepo.names import check_name, check_ref_name
+from modelrepo.accounts.access import Identity
+from modelrepo.models.service import Model, Models
+from modelrepo.git.snapshot import read_at
+from modelrepo.models.webhooks import enqueue, envelope
 
 LIVE = ("requested", "active")
 

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..catalog.db import Catalog
-from ..catalog.schema import deliveries, delivery_attempts, webhooks
-from ..errors import InvalidInput, NotFound
-from ..settings import WebhookSettings
+from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.schema import deliveries, delivery_attempts, webhooks
+from modelrepo.errors import InvalidInput, NotFound
+from modelrepo.settings import WebhookSettings
 
 EVENTS = ("model.created", "model.deleted", "push", "tag.created", "tag.deleted",
           "deployment.requested", "deployment.updated")

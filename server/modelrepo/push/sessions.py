@@ -10,7 +10,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from .access import Identity
+from modelrepo.accounts.access import Identity
 
 
 @dataclass

@@ -17,15 +17,15 @@ from typing import Any
 import click
 import structlog
 
-from . import sdnotify
-from .catalog.db import Catalog
-from .errors import ModelrepoError
-from .log import configure_logging
-from .services import repos
-from .services.access import ROLES, SCOPES, VISIBILITIES, Identity
-from .services.accounts import Accounts
-from .services.models import Models
-from .settings import ConfigError, Settings, load_settings, parse_size
+from modelrepo import sdnotify
+from modelrepo.catalog.db import Catalog
+from modelrepo.errors import ModelrepoError
+from modelrepo.log import configure_logging
+from modelrepo.git import repos
+from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES, Identity
+from modelrepo.accounts.service import Accounts
+from modelrepo.models.service import Models
+from modelrepo.settings import ConfigError, Settings, load_settings, parse_size
 
 LOCAL_ADMIN = Identity(user_id=0, name="local-admin", is_admin=True, scope="admin")
 
@@ -116,7 +116,7 @@ async def bootstrap(settings: Settings, accounts: Accounts) -> Path | None:
 def _reload(app, reload_settings) -> None:
     """SIGHUP: log level and format, webhook delivery settings (quotas live in the catalog and are
     always current). Anything else needs a restart; a bad config is logged and ignored."""
-    from .keys import WEBHOOKS, WORKER  # noqa: PLC0415
+    from modelrepo.keys import WEBHOOKS, WORKER  # noqa: PLC0415
 
     log = structlog.get_logger("modelrepo")
     try:
@@ -133,8 +133,8 @@ def _reload(app, reload_settings) -> None:
 async def _serve(settings: Settings, reload_settings=None) -> None:
     from aiohttp import web  # noqa: PLC0415 - keep admin commands light
 
-    from .app import create_app, make_runner  # noqa: PLC0415
-    from .keys import ACCOUNTS, INFLIGHT  # noqa: PLC0415
+    from modelrepo.app import create_app, make_runner  # noqa: PLC0415
+    from modelrepo.keys import ACCOUNTS, INFLIGHT  # noqa: PLC0415
 
     log = structlog.get_logger("modelrepo")
     app = create_app(settings)
@@ -287,4 +287,4 @@ async def model_list(settings: Settings, accounts: Accounts, models: Models) -> 
         click.echo(f"{m.full_name}\t{m.visibility}\t{m.description}")
 
 
-from . import cli_ops  # noqa: F401
+from modelrepo.cli import ops as cli_ops  # noqa: F401,E402

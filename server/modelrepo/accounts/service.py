@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from ..catalog.db import Catalog
-from ..catalog.schema import lfs_links, lfs_objects, memberships, models, namespaces, tokens, users
-from ..errors import Conflict, Forbidden, InvalidInput, NotFound
-from ..names import check_name
-from .access import ROLES, SCOPES, Identity, check_namespace_admin, require_authenticated, require_site_admin
+from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.schema import lfs_links, lfs_objects, memberships, models, namespaces, tokens, users
+from modelrepo.errors import Conflict, Forbidden, InvalidInput, NotFound
+from modelrepo.names import check_name
+from modelrepo.accounts.access import ROLES, SCOPES, Identity, check_namespace_admin, require_authenticated, require_site_admin
 
 TOKEN_PREFIX = "mr_"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pygit2
 
-from ..errors import Conflict, InvalidInput, NotFound
-from ..names import check_name, check_ref_name
+from modelrepo.errors import Conflict, InvalidInput, NotFound
+from modelrepo.names import check_name, check_ref_name
 
 HOOK_NAMES = ("pre-receive", "post-receive")
 # Applied to each repository's config at creation and on start-up.

@@ -54,7 +54,7 @@ def schema_path() -> Path:
             return Path(str(p))
     except (FileNotFoundError, OSError, ModuleNotFoundError):
         pass
-    return Path(__file__).resolve().parents[2] / "config" / "model-card.schema.json"
+    return Path(__file__).resolve().parents[3] / "config" / "model-card.schema.json"
 
 
 @functools.lru_cache(maxsize=4)

@@ -5,15 +5,15 @@ import asyncio
 
 import pygit2
 
-from ..errors import Conflict, Forbidden, Unprocessable
-from ..names import check_ref_name
-from . import repos
-from .access import Identity
-from .deployments import Deployments
-from .models import Model, Models
-from .push_effects import PushEffects
-from .push_rules import ZERO, RefUpdate, check_card, check_ref_updates
-from .snapshot import read_at
+from modelrepo.errors import Conflict, Forbidden, Unprocessable
+from modelrepo.names import check_ref_name
+from modelrepo.git import repos
+from modelrepo.accounts.access import Identity
+from modelrepo.models.deployments import Deployments
+from modelrepo.models.service import Model, Models
+from modelrepo.push.effects import PushEffects
+from modelrepo.push.rules import ZERO, RefUpdate, check_card, check_ref_updates
+from modelrepo.git.snapshot import read_at
 
 
 class RefChanges:

@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 
 import pygit2
 
-from ..errors import Conflict, EntryNotFound, InvalidInput, NotFound, PreconditionFailed, TooLarge, Unprocessable
-from ..metadata import parse_card
-from ..names import check_ref_name
-from . import push_rules as rules
-from .access import Identity
-from .deployments import Deployments
-from .git_rpc import GitRunner
-from .lfs import OID_RE, Lfs
-from .models import Model, Models
-from .push_effects import PushEffects
-from .push_rules import ZERO, NewBlob, RefUpdate
+from modelrepo.errors import Conflict, EntryNotFound, InvalidInput, NotFound, PreconditionFailed, TooLarge, Unprocessable
+from modelrepo.models.card import parse_card
+from modelrepo.names import check_ref_name
+from modelrepo.push import rules as rules
+from modelrepo.accounts.access import Identity
+from modelrepo.models.deployments import Deployments
+from modelrepo.git.runner import GitRunner
+from modelrepo.lfs.service import OID_RE, Lfs
+from modelrepo.models.service import Model, Models
+from modelrepo.push.effects import PushEffects
+from modelrepo.push.rules import ZERO, NewBlob, RefUpdate
 
 POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n"
 

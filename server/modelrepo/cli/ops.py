@@ -13,18 +13,18 @@ from typing import Any
 
 import click
 
-from .cli import _settings, data_options, main, run_service
-from .errors import ModelrepoError
-from .log import configure_logging
-from .ops import OpsError
-from .ops import backup as backups
-from .ops.fsck import ModelRef, run_fsck
-from .ops.gc import collect_garbage
-from .services.accounts import Accounts
-from .services.models import Models
-from .services.push_rules import human
-from .settings import Settings, parse_duration
-from .storage import open_store
+from modelrepo.cli.main import _settings, data_options, main, run_service
+from modelrepo.errors import ModelrepoError
+from modelrepo.log import configure_logging
+from modelrepo.ops import OpsError
+from modelrepo.ops import backup as backups
+from modelrepo.ops.fsck import ModelRef, run_fsck
+from modelrepo.ops.gc import collect_garbage
+from modelrepo.accounts.service import Accounts
+from modelrepo.models.service import Models
+from modelrepo.push.rules import human
+from modelrepo.settings import Settings, parse_duration
+from modelrepo.storage import open_store
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:

@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from ..catalog.db import Catalog
-from ..catalog.schema import model_card_tags, model_files, model_refs, models
-from .models import Model
-from .push_rules import RefUpdate
-from .snapshot import read_at, read_snapshot
-from .webhooks import enqueue, envelope
+from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.schema import model_card_tags, model_files, model_refs, models
+from modelrepo.models.service import Model
+from modelrepo.push.rules import RefUpdate
+from modelrepo.git.snapshot import read_at, read_snapshot
+from modelrepo.models.webhooks import enqueue, envelope
 
 
 class PushEffects:

@@ -6,7 +6,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..services.git_rpc import GitRunner
+from modelrepo.git.runner import GitRunner
 
 
 @dataclass(frozen=True)

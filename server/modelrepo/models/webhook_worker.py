@@ -15,11 +15,11 @@ import aiohttp
 import sqlalchemy as sa
 import structlog
 
-from .. import __version__
-from ..catalog.db import Catalog
-from ..catalog.schema import deliveries, delivery_attempts, webhooks
-from ..metrics import Metrics
-from ..settings import WebhookSettings
+from modelrepo import __version__
+from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.schema import deliveries, delivery_attempts, webhooks
+from modelrepo.metrics import Metrics
+from modelrepo.settings import WebhookSettings
 
 log = structlog.get_logger("modelrepo.webhooks")
 BATCH = 16

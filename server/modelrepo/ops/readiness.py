@@ -8,9 +8,9 @@ import time
 
 import sqlalchemy as sa
 
-from ..catalog.db import Catalog
-from ..settings import Settings
-from ..storage.base import ObjectStore
+from modelrepo.catalog.db import Catalog
+from modelrepo.settings import Settings
+from modelrepo.storage.base import ObjectStore
 
 CHECK_TIMEOUT = 3.0
 

@@ -11,11 +11,11 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
-from ..catalog.db import Catalog
-from ..catalog.schema import lfs_locks, users
-from ..errors import Conflict, Forbidden, InvalidInput, NotFound
-from .access import Identity
-from .models import Model
+from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.schema import lfs_locks, users
+from modelrepo.errors import Conflict, Forbidden, InvalidInput, NotFound
+from modelrepo.accounts.access import Identity
+from modelrepo.models.service import Model
 
 MAX_PAGE = 100
 

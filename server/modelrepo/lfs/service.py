@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from ..catalog.db import Catalog
-from ..catalog.schema import lfs_links, lfs_objects
-from ..catalog.schema import models as models_table
-from ..errors import (
+from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.schema import lfs_links, lfs_objects
+from modelrepo.catalog.schema import models as models_table
+from modelrepo.errors import (
     Conflict,
     InsufficientStorage,
     IntegrityError,
@@ -28,12 +28,12 @@ from ..errors import (
     TooLarge,
     Unprocessable,
 )
-from ..settings import LfsSettings
-from ..storage.base import ObjectStore, Verifier, batched
-from .access import Identity
-from .action_tokens import ActionSigner
-from .models import Model, Models
-from .push_rules import human
+from modelrepo.settings import LfsSettings
+from modelrepo.storage.base import ObjectStore, Verifier, batched
+from modelrepo.accounts.access import Identity
+from modelrepo.lfs.action_tokens import ActionSigner
+from modelrepo.models.service import Model, Models
+from modelrepo.push.rules import human
 
 OID_RE = re.compile(r"^[0-9a-f]{64}$")
 OPERATIONS = ("upload", "download")

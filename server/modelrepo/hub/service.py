@@ -9,13 +9,13 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from ..errors import Conflict, EntryNotFound, InvalidInput, NotFound
-from ..metadata import ModelCard, parse_card
-from . import hub_repo
-from .access import SCOPES, Identity
-from .accounts import Accounts
-from .models import Model, Models
-from .ref_changes import RefChanges
+from modelrepo.errors import Conflict, EntryNotFound, InvalidInput, NotFound
+from modelrepo.models.card import ModelCard, parse_card
+from modelrepo.git import reads as hub_repo
+from modelrepo.accounts.access import SCOPES, Identity
+from modelrepo.accounts.service import Accounts
+from modelrepo.models.service import Model, Models
+from modelrepo.push.ref_changes import RefChanges
 
 
 def iso_z(ts: float) -> str:

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import structlog
 
-from ..metrics import Metrics
-from ..settings import Settings
-from .deployments import Deployments
-from .git_rpc import GitRunner
-from .lfs import Lfs
-from .models import Models
-from .push_effects import PushEffects
-from .push_policy import GitReader, PushLimits, gather, judge, pointer_oids, quarantine_env
-from .push_rules import RefUpdate, reason_of
-from .pushes import PushSession
+from modelrepo.metrics import Metrics
+from modelrepo.settings import Settings
+from modelrepo.models.deployments import Deployments
+from modelrepo.git.runner import GitRunner
+from modelrepo.lfs.service import Lfs
+from modelrepo.models.service import Models
+from modelrepo.push.effects import PushEffects
+from modelrepo.push.facts import GitReader, PushLimits, gather, judge, pointer_oids, quarantine_env
+from modelrepo.push.rules import RefUpdate, reason_of
+from modelrepo.push.sessions import PushSession
 
 log = structlog.get_logger("modelrepo.receive")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pygit2
 
-from ..metadata import ModelCard, parse_card
-from .push_rules import POINTER_MAX, parse_pointer
-from .repos import _iso, _signature_json
+from modelrepo.models.card import ModelCard, parse_card
+from modelrepo.push.rules import POINTER_MAX, parse_pointer
+from modelrepo.git.repos import _iso, _signature_json
 
 
 @dataclass(frozen=True)

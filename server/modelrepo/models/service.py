@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from ..catalog.db import Catalog
-from ..catalog.schema import deployments, memberships, model_card_tags, model_files, models, namespaces
-from ..errors import Conflict, Forbidden, InvalidInput
-from ..names import check_name, check_ref_name
-from . import repos
-from .access import (
+from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.schema import deployments, memberships, model_card_tags, model_files, models, namespaces
+from modelrepo.errors import Conflict, Forbidden, InvalidInput
+from modelrepo.names import check_name, check_ref_name
+from modelrepo.git import repos
+from modelrepo.accounts.access import (
     ANONYMOUS,
     VISIBILITIES,
     Identity,
@@ -29,8 +29,8 @@ from .access import (
     check_namespace_admin,
     check_read,
 )
-from .accounts import Accounts
-from .webhooks import enqueue, envelope
+from modelrepo.accounts.service import Accounts
+from modelrepo.models.webhooks import enqueue, envelope
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ A token's scope caps what its user's roles allow: a read-scoped token of a names
 
 from dataclasses import dataclass
 
-from ..errors import Forbidden, Unauthenticated, model_not_found
+from modelrepo.errors import Forbidden, Unauthenticated, model_not_found
 
 SCOPES = ("read", "write", "admin")
 ROLES = ("reader", "writer", "admin")

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..metadata import MAX_CARD_BYTES, parse_card
-from . import push_rules as rules
-from .git_rpc import GitRunner
-from .push_rules import NewBlob, RefUpdate
+from modelrepo.models.card import MAX_CARD_BYTES, parse_card
+from modelrepo.push import rules as rules
+from modelrepo.git.runner import GitRunner
+from modelrepo.push.rules import NewBlob, RefUpdate
 
 QUARANTINE_VARS = ("GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
 

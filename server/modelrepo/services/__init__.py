@@ -1,1 +1,0 @@
-"""Use cases. No aiohttp here: services take typed values, raise ``modelrepo.errors``."""
