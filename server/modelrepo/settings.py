@@ -129,7 +129,9 @@ class WebhookSettings:
     # Backoff: base * 2^(attempt-1), capped, with +-50% jitter.
     backoff_base: Duration = Duration(2.0)
     backoff_max: Duration = Duration(600.0)
-    # Hosts webhooks may target (exact names or IPs); empty means any. Guards against SSRF.
+    # SSRF guard: webhooks may reach public addresses only; loopback, link-local, private,
+    # unique-local and other internal addresses are refused unless listed here, as host names
+    # (exact; trusted whatever they resolve to) or IP addresses / CIDR networks.
     allowed_hosts: tuple[str, ...] = ()
 
 
@@ -373,6 +375,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError("lfs.s3.part_size: S3 needs at least 5 MiB")
     if s.webhooks.max_attempts < 1:
         raise ConfigError("webhooks.max_attempts: must be at least 1")
+    from modelrepo.models.webhook_targets import allow_list  # noqa: PLC0415 - imports aiohttp
+
+    try:
+        allow_list(s.webhooks.allowed_hosts)
+    except ValueError as exc:
+        raise ConfigError(f"webhooks.allowed_hosts: {exc}") from None
     if s.lfs.max_batch_objects < 1:
         raise ConfigError("lfs.max_batch_objects: must be at least 1")
     if s.lfs.s3.endpoint_url and not re.match(r"^https?://[^/\s]+/?$", s.lfs.s3.endpoint_url):
