@@ -102,8 +102,11 @@ class AllowList:
             names.add(name)
         return cls(frozenset(names), tuple(networks))
 
+    def trusts_name(self, host: str) -> bool:
+        return host.rstrip(".").lower() in self.names
+
     def permits(self, host: str, ip: IPAddress) -> bool:
-        if host.rstrip(".").lower() in self.names:
+        if self.trusts_name(host):
             return True
         candidates = [ip]
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -123,8 +126,8 @@ def refusal(host: str, ip: IPAddress, allowed: AllowList) -> str | None:
     if kind is None or allowed.permits(host, ip):
         return None
     shown = str(ip) if str(ip) == host.strip("[]") else f"{host} ({ip})"
-    return (f"webhook target {shown} is a {kind} address; webhooks may only reach public addresses "
-            f"unless the server operator lists the host in webhooks.allowed_hosts")
+    return (f"webhook target {shown} is not a public address ({kind}); webhooks may only reach public "
+            f"addresses unless the server operator lists the host in webhooks.allowed_hosts")
 
 
 class TargetRefused(OSError):
@@ -146,7 +149,7 @@ async def check_host(host: str, port: int, allowed: AllowList, timeout: float) -
     ip = parse_address(host)
     if ip is not None:
         return refusal(host, ip, allowed)
-    if host.rstrip(".").lower() in allowed.names:
+    if allowed.trusts_name(host):
         return None
     loop = asyncio.get_running_loop()
     try:
