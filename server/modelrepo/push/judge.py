@@ -67,6 +67,11 @@ class Judge:
         why = rules.must_be_lfs(path, size, max_plain_blob=self.max_plain_blob, weight_patterns=self.weight_patterns)
         return "lfs" if why else "regular"
 
+    def card_problems(self, readme: bytes) -> list[Problem]:
+        """A README judged on its own, as the Hub client asks before committing one (validate-yaml):
+        the schema every door uses, so the client's early answer is the commit's answer."""
+        return rules.check_card(None, parse_card(readme, self.schema_file), self.schema_url)
+
     async def check(self, repo: Path, model: _Model, identity: _Identity, updates: list[RefUpdate], *,
                     env: dict[str, str] | None = None, default_branch: str | None = None) -> Verdict:
         """Judge ``updates`` to ``repo`` (objects in ``env``'s quarantine, if any). ``default_branch``

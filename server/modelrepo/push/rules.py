@@ -211,9 +211,10 @@ def check_lfs_objects(pointers: Mapping[str, LfsPointer], linked: Mapping[str, i
     return problems
 
 
-def check_card(ref: str, card: ModelCard, schema_url: str) -> list[Problem]:
-    short = short_ref(ref)
-    return [Problem(Code.MODEL_CARD, f"{short}: {e}. Make README.md's front matter match the model card schema "
+def check_card(ref: str | None, card: ModelCard, schema_url: str) -> list[Problem]:
+    """The card's schema errors; ``ref`` None for a card judged on its own (the Hub's validate-yaml)."""
+    where = f"{short_ref(ref)}: " if ref else ""
+    return [Problem(Code.MODEL_CARD, f"{where}{e}. Make README.md's front matter match the model card schema "
                     f"({schema_url}), commit and push again", path="README.md", ref=ref)
             for e in card.errors]
 

@@ -13,7 +13,6 @@ from aiohttp import web
 from modelrepo.errors import EntryNotFound, InvalidInput, NotFound, Unauthenticated, UnsupportedMediaType
 from modelrepo.keys import ACCOUNTS, HUB, HUB_COMMITS, LFS, MODELS, REFS, SETTINGS
 from modelrepo.git import reads as hub_repo
-from modelrepo.hub.service import card_errors
 from modelrepo.web.lfs_http import parse_range, send_stored_object
 from modelrepo.web.middlewares import identity_of
 
@@ -224,9 +223,10 @@ async def validate_yaml(request: web.Request) -> web.Response:
     content = body.get("content")
     if not isinstance(content, str):
         raise InvalidInput("content must be the README text")
-    errors = await asyncio.to_thread(card_errors, content)
-    if errors:
-        return _json({"errors": [{"message": e} for e in errors], "warnings": []}, 400)
+    # The judge's schema (push.model_card_schema), the one the commit itself will meet.
+    problems = await asyncio.to_thread(request.app[HUB_COMMITS].judge.card_problems, content.encode("utf-8"))
+    if problems:
+        return _json({"errors": [{"message": p.line()} for p in problems], "warnings": []}, 400)
     return _json({"errors": [], "warnings": []})
 
 
