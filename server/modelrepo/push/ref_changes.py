@@ -7,8 +7,8 @@ import asyncio
 import pygit2
 
 from modelrepo.accounts.access import Identity
+from modelrepo.errors import NotFound
 from modelrepo.git import repos
-from modelrepo.git.snapshot import read_at
 from modelrepo.models.service import Model, Models
 from modelrepo.names import check_ref_name
 from modelrepo.push.effects import PushEffects
@@ -30,19 +30,21 @@ class RefChanges:
         if not verdict.ok:
             raise PushRefused(verdict.problems)
 
-    async def _commit_of(self, model: Model, revision: str) -> str | None:
-        """The commit a revision names, or None (then the ref operation reports why)."""
-        at = await asyncio.to_thread(read_at, self.models.path(model), revision)
-        return at[0] if at else None
+    async def _commit_of(self, model: Model, revision: str) -> str:
+        """The commit a revision names, with the ref operations' own checks (a commit some branch or
+        tag reaches; 400/404 otherwise), so what is judged is exactly what will be pointed at."""
+        def resolve() -> str:
+            # _resolve_commit is the one resolver the ref operations use; not re-implemented here.
+            return str(repos._resolve_commit(pygit2.Repository(str(self.models.path(model))), revision).id)
+        return await asyncio.to_thread(resolve)
 
     async def create_tag(self, identity: Identity, namespace: str, name: str, tag: str, revision: str,
                          message: str, clone_url: str) -> dict:
         model = await self.models.for_write(identity, namespace, name)
         check_ref_name(tag, "tag")
         commit = await self._commit_of(model, revision)
-        if commit is not None:
-            await self._judge(identity, model, RefUpdate(ZERO, commit, f"refs/tags/{tag}"))
-            revision = commit  # tag exactly what was judged, even if the branch moves meanwhile
+        await self._judge(identity, model, RefUpdate(ZERO, commit, f"refs/tags/{tag}"))
+        revision = commit  # tag exactly what was judged, even if the branch moves meanwhile
         tagger = pygit2.Signature(identity.name or "modelrepo", f"{identity.name}@modelrepo.invalid")
         created = await asyncio.to_thread(repos.create_tag, self.models.path(model), tag, revision, message, tagger)
         await self.effects.apply(model, [RefUpdate(ZERO, created["object"], f"refs/tags/{tag}")],
@@ -63,9 +65,8 @@ class RefChanges:
         model = await self.models.for_write(identity, namespace, name)
         check_ref_name(branch, "branch")
         commit = await self._commit_of(model, revision)
-        if commit is not None:
-            await self._judge(identity, model, RefUpdate(ZERO, commit, f"refs/heads/{branch}"))
-            revision = commit
+        await self._judge(identity, model, RefUpdate(ZERO, commit, f"refs/heads/{branch}"))
+        revision = commit
         created = await asyncio.to_thread(repos.create_branch, self.models.path(model), branch, revision)
         await self.effects.apply(model, [RefUpdate(ZERO, created["commit"], f"refs/heads/{branch}")],
                                  pusher=identity.name, clone_url=clone_url)
@@ -77,7 +78,10 @@ class RefChanges:
         the catalog's card, files and sizes are rebuilt from it."""
         model = await self.models.for_admin(identity, namespace, name)
         check_ref_name(branch, "branch")
-        commit = await self._commit_of(model, f"refs/heads/{branch}")
+        try:
+            commit = await self._commit_of(model, f"refs/heads/{branch}")
+        except NotFound:
+            commit = None  # an empty repository may name its future default branch
         if commit is not None:
             await self._judge(identity, model, RefUpdate(ZERO, commit, f"refs/heads/{branch}"), default_branch=branch)
         updated = await self.models.update(identity, namespace, name, default_branch=branch)

@@ -129,11 +129,14 @@ def _migrate_fix(path: str, ref: str) -> str:
         return (f"Fix the branch tag {short_ref(ref)} was made on (git lfs migrate import --include=\"{pattern}\" "
                 "on that branch), then tag its new commit")
     branch = short_ref(ref)
-    return (f"Fix: git checkout {branch} && git lfs migrate import --include=\"{pattern}\" && git push origin "
-            f"{branch} (this rewrites only the commits of {branch} that are not on the server yet and adds "
-            f".gitattributes to them; --everything would rewrite every local branch and tag, history already "
-            f"pushed included; --no-rewrite only adds a commit on top, which leaves the file in the commits "
-            f"being pushed)")
+    # Plain `migrate import` rewrites only the current branch's commits that no remote-tracking ref
+    # has, and writes .gitattributes itself; `git lfs track` first would leave the tree dirty, which
+    # migrate refuses.
+    return (f"Rewriting the commits of {branch} that are not on the server yet stores it in LFS and adds "
+            f".gitattributes (--everything would rewrite every local branch and tag, history already pushed "
+            f"included; --no-rewrite only adds a commit on top, which leaves the file in the commits being "
+            f"pushed). Fix: git checkout {branch} && git lfs migrate import --include=\"{pattern}\" && "
+            f"git push origin {branch}")
 
 
 def check_blobs(blobs: Iterable[NewBlob], *, max_plain_blob: int, weight_patterns: Iterable[str]) -> list[Problem]:
