@@ -359,3 +359,23 @@ def test_same_verdict_through_every_door(doors, case, expected):
     verdicts = case(doors)
     assert verdicts and "git" in verdicts
     assert verdicts == {door: frozenset(expected) for door in verdicts}, verdicts
+
+
+def test_lfsconfig_makes_every_clone_verify_locks(doors):
+    """The server enforces locks whatever the client does (above). A repository that commits
+    `.lfsconfig` with `locksverify = true` makes git-lfs check them too, before uploading, with no
+    per-user configuration; without it, git-lfs only warns and the server refuses."""
+    x = doors
+    repo = x.fresh("lfsconfig")
+    r = http("POST", f"{x.d.url}/{repo}.git/info/lfs/locks", token=x.d.tokens["bob"],
+             raw=json.dumps({"path": "weights/model.bin"}).encode(), headers={"Content-Type": LFS, "Accept": LFS})
+    assert r.status == 201, r.body
+    work = x.clone(repo, "wes")
+    x.git.commit(work, {"weights/model.bin": os.urandom(4 * KiB)}, "retrain")
+    unset = x.push(work, "main")
+    assert git_verdict(unset) == {"locked_path"}
+    assert "would have halted this push" in unset.stderr.decode()  # git-lfs's own warning
+    x.git.commit(work, {".lfsconfig": "[lfs]\n\tlocksverify = true\n"}, "verify locks")
+    verified = x.push(work, "main")
+    err = verified.stderr.decode()
+    assert verified.returncode != 0 and "Cannot update locked files." in err and "pre-receive" not in err, err
