@@ -133,6 +133,15 @@ class Doors:
         args = [a for c in config for a in ("-c", c)]
         return self.git.run(*args, "push", "origin", *refspecs, cwd=work, check=False, env=env)
 
+    def locked_change(self, repo: str) -> Path:
+        """bob locks the seed's weight; wes's clone changes it in a commit (not pushed yet)."""
+        r = http("POST", f"{self.d.url}/{repo}.git/info/lfs/locks", token=self.d.tokens["bob"],
+                 raw=json.dumps({"path": "weights/model.bin"}).encode(), headers={"Content-Type": LFS, "Accept": LFS})
+        assert r.status == 201, r.body
+        work = self.clone(repo, "wes")
+        self.git.commit(work, {"weights/model.bin": os.urandom(4 * KiB)}, "retrain")
+        return work
+
     def rest(self, method: str, repo: str, path: str, who: str, body=None):
         return self.d.api(method, f"/api/v1/models/{repo}{path}", token=who, body=body)
 
@@ -250,39 +259,35 @@ def big_plain_file(x: Doors) -> dict:
     return {"git": git_verdict(x.push(work, "main"))}  # hub: preupload says lfs (see above)
 
 
+def delete_everywhere(x: Doors, repo: str, who: str, ref: str) -> dict:
+    """Delete one ref through each door (each attempt must be refused, so the next one still finds it)."""
+    kind, name = ("tag", ref.removeprefix("refs/tags/")) if ref.startswith("refs/tags/") else \
+        ("branch", ref.removeprefix("refs/heads/"))
+    work = x.clone(repo, who)
+    return {"git": git_verdict(x.push(work, f":{ref}")),
+            "rest": rest_verdict(x.rest("DELETE", repo, f"/{kind}es/{name}" if kind == "branch" else f"/tags/{name}",
+                                        who)),
+            "hub": hub_verdict(x.hub(who, f"print(json.dumps(attempt(lambda: api.delete_{kind}({repo!r}, "
+                                          f"{kind}={name!r}))))"))}
+
+
 def deployed_tag(x: Doors) -> dict:
     repo = x.fresh("deployed")
     x.d.ok("POST", f"/api/v1/models/{repo}/deployments", token="ada", body={"name": "prod", "revision": "v1"})
-    work = x.clone(repo, "ada")
-    return {"git": git_verdict(x.push(work, ":refs/tags/v1")),
-            "rest": rest_verdict(x.rest("DELETE", repo, "/tags/v1", "ada")),
-            "hub": hub_verdict(x.hub("ada", f"print(json.dumps(attempt(lambda: api.delete_tag({repo!r}, tag='v1'))))"))}
+    return delete_everywhere(x, repo, "ada", "refs/tags/v1")
 
 
 def immutable_tag(x: Doors) -> dict:
-    repo = x.fresh("immutable")
-    work = x.clone(repo, "wes")
-    return {"git": git_verdict(x.push(work, ":refs/tags/v1")),
-            "rest": rest_verdict(x.rest("DELETE", repo, "/tags/v1", "wes")),
-            "hub": hub_verdict(x.hub("wes", f"print(json.dumps(attempt(lambda: api.delete_tag({repo!r}, tag='v1'))))"))}
+    return delete_everywhere(x, x.fresh("immutable"), "wes", "refs/tags/v1")
 
 
 def default_branch_delete(x: Doors) -> dict:
-    repo = x.fresh("keep-main")
-    work = x.clone(repo, "ada")
-    return {"git": git_verdict(x.push(work, ":refs/heads/main")),
-            "rest": rest_verdict(x.rest("DELETE", repo, "/branches/main", "ada")),
-            "hub": hub_verdict(x.hub("ada", f"""
-                print(json.dumps(attempt(lambda: api.delete_branch({repo!r}, branch='main'))))"""))}
+    return delete_everywhere(x, x.fresh("keep-main"), "ada", "refs/heads/main")
 
 
 def locked_path(x: Doors) -> dict:
     repo = x.fresh("locked")
-    r = http("POST", f"{x.d.url}/{repo}.git/info/lfs/locks", token=x.d.tokens["bob"],
-             raw=json.dumps({"path": "weights/model.bin"}).encode(), headers={"Content-Type": LFS, "Accept": LFS})
-    assert r.status == 201, r.body
-    work = x.clone(repo, "wes")
-    x.git.commit(work, {"weights/model.bin": os.urandom(4 * KiB)}, "retrain")
+    work = x.locked_change(repo)
     # git-lfs would check locks itself if told to; switched off here so the server's check is what
     # refuses (it must hold for any client).
     lfs_url = x.d.url + f"/{repo}.git/info/lfs"
@@ -367,11 +372,7 @@ def test_lfsconfig_makes_every_clone_verify_locks(doors):
     per-user configuration; without it, git-lfs only warns and the server refuses."""
     x = doors
     repo = x.fresh("lfsconfig")
-    r = http("POST", f"{x.d.url}/{repo}.git/info/lfs/locks", token=x.d.tokens["bob"],
-             raw=json.dumps({"path": "weights/model.bin"}).encode(), headers={"Content-Type": LFS, "Accept": LFS})
-    assert r.status == 201, r.body
-    work = x.clone(repo, "wes")
-    x.git.commit(work, {"weights/model.bin": os.urandom(4 * KiB)}, "retrain")
+    work = x.locked_change(repo)
     unset = x.push(work, "main")
     assert git_verdict(unset) == {"locked_path"}
     assert "would have halted this push" in unset.stderr.decode()  # git-lfs's own warning
