@@ -8,7 +8,9 @@ run is push/judge.py's; keeping the rules here means they are tested without git
 """
 
 import fnmatch
+import functools
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -112,11 +114,21 @@ def check_ref_updates(updates: Iterable[RefUpdate], *, namespace_admin: bool, de
     return problems
 
 
+@functools.lru_cache(maxsize=8)
+def _weight_name(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """All weight patterns as one compiled regex: a 10,000-file push asks it 20,000 times."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns) or r"(?!)")
+
+
+def is_weight_name(path: str, weight_patterns: Iterable[str]) -> bool:
+    """Does the file's base name match a weight pattern (fnmatch, case-sensitive)?"""
+    return _weight_name(tuple(weight_patterns)).match(posixpath.basename(path)) is not None
+
+
 def must_be_lfs(path: str, size: int, *, max_plain_blob: int, weight_patterns: Iterable[str]) -> str | None:
     """Why a file of this name and size belongs in LFS, or None if git may store it: the one line
     drawn for pushes, Hub commits and the Hub's preupload answer alike."""
-    name = posixpath.basename(path)
-    if size > 0 and any(fnmatch.fnmatchcase(name, p) for p in weight_patterns):
+    if size > 0 and is_weight_name(path, weight_patterns):
         return "matches a weight pattern"
     if size > max_plain_blob:
         return f"is larger than {human(max_plain_blob)}"
@@ -141,7 +153,7 @@ def _migrate_fix(path: str, ref: str) -> str:
 
 def check_blobs(blobs: Iterable[NewBlob], *, max_plain_blob: int, weight_patterns: Iterable[str]) -> list[Problem]:
     """Weights and big files must be LFS pointers, not blobs in git's history."""
-    patterns = list(weight_patterns)
+    patterns = tuple(weight_patterns)
     problems = []
     seen: set[str] = set()
     for b in blobs:
@@ -158,8 +170,7 @@ def check_blobs(blobs: Iterable[NewBlob], *, max_plain_blob: int, weight_pattern
 
 def needs_lfs(blob: NewBlob, weight_patterns: Iterable[str]) -> bool:
     """Must .gitattributes hand this path to LFS? (It is a pointer, or named like a weight.)"""
-    name = posixpath.basename(blob.path)
-    return blob.pointer is not None or any(fnmatch.fnmatchcase(name, p) for p in weight_patterns)
+    return blob.pointer is not None or is_weight_name(blob.path, weight_patterns)
 
 
 def _attributes_fix(path: str, ref: str) -> str:
