@@ -142,6 +142,16 @@ class Doors:
         self.git.commit(work, {"weights/model.bin": os.urandom(4 * KiB)}, "retrain")
         return work
 
+    def lfs_file_commit(self, repo: str, path: str, oid: str, size: int) -> frozenset[str]:
+        """A Hub commit naming an LFS object it never uploaded (HfApi always uploads first)."""
+        lines = [{"key": "header", "value": {"summary": "s"}},
+                 {"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": oid, "size": size}}]
+        r = http("POST", f"{self.d.url}/api/models/{repo}/commit/main", token=self.d.tokens["wes"],
+                 headers={"Content-Type": "application/x-ndjson"},
+                 raw="".join(json.dumps(line) + "\n" for line in lines).encode())
+        return hub_verdict({"ok": r.status < 300, "status": r.status, "message": r.json().get("error", ""),
+                            "problems": r.headers.get("X-Modelrepo-Problems", "")})
+
     def rest(self, method: str, repo: str, path: str, who: str, body=None):
         return self.d.api(method, f"/api/v1/models/{repo}{path}", token=who, body=body)
 
@@ -307,15 +317,34 @@ def lfs_object_missing(x: Doors) -> dict:
     work = x.clone(repo, "wes")
     x.git.commit(work, {"weights/other.bin": os.urandom(5 * KiB)}, "skip upload")
     out = {"git": git_verdict(x.push(work, "main", env={"GIT_LFS_SKIP_PUSH": "1"}))}
-    # The Hub client always uploads first; a client that does not is what the raw commit below is.
-    r = http("POST", f"{x.d.url}/api/models/{repo}/commit/main", token=x.d.tokens["wes"],
-             headers={"Content-Type": "application/x-ndjson"}, raw=(
-                 json.dumps({"key": "header", "value": {"summary": "s"}}) + "\n"
-                 + json.dumps({"key": "lfsFile", "value": {"path": "weights/x.bin", "algo": "sha256",
-                                                           "oid": "c" * 64, "size": 5}}) + "\n").encode())
-    out["hub-raw"] = hub_verdict({"ok": r.status < 300, "status": r.status, "message": r.json().get("error", ""),
-                                  "problems": r.headers.get("X-Modelrepo-Problems", "")})
+    out["hub-raw"] = x.lfs_file_commit(repo, "weights/x.bin", "c" * 64, 5)
     return out
+
+
+def lfs_size_mismatch(x: Doors) -> dict:
+    """A pointer to an object the repository holds, claiming another size."""
+    repo = x.fresh("size")
+    work = x.clone(repo, "wes")
+    pointer = x.git.run("show", "HEAD:weights/model.bin", cwd=work).stdout
+    oid = re.search(rb"oid sha256:([0-9a-f]{64})", pointer).group(1).decode()
+    wrong = pointer.replace(b"size 4096", b"size 4097")
+    assert wrong != pointer
+    x.git.commit(work, {"weights/wrong.bin": wrong}, "wrong size")  # git-lfs keeps pointer text as it is
+    out = {"git": git_verdict(x.push(work, "main", env={"GIT_LFS_SKIP_PUSH": "1"}))}
+    out["hub-raw"] = x.lfs_file_commit(repo, "weights/wrong.bin", oid, 4097)
+    return out
+
+
+def foreign_ref(x: Doors) -> dict:
+    work = x.clone(x.fresh("notes"), "ada")
+    return {"git": git_verdict(x.push(work, "HEAD:refs/notes/mine"))}  # no API door names such a ref
+
+
+def tag_of_a_blob(x: Doors) -> dict:
+    work = x.clone(x.fresh("blobtag"), "ada")
+    blob = x.git.out("rev-parse", "HEAD:README.md", cwd=work)
+    x.git.run("tag", "readme", blob, cwd=work)
+    return {"git": git_verdict(x.push(work, "refs/tags/readme"))}  # the API resolves revisions to commits
 
 
 def gitattributes_incomplete(x: Doors) -> dict:
@@ -356,6 +385,9 @@ CASES = [
     (lfs_object_missing, {"lfs_missing"}),
     (gitattributes_incomplete, {"gitattributes"}),
     (non_fast_forward, {"non_fast_forward"}),
+    (lfs_size_mismatch, {"lfs_size"}),
+    (foreign_ref, {"ref_namespace"}),
+    (tag_of_a_blob, {"not_a_commit"}),
 ]
 
 
