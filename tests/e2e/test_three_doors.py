@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrepo.push.problems import STATUS
+from modelrepo.push.problems import STATUS, Code
 
 from ..helpers import Git, http, short_tmpdir, start_daemon
 from .test_hub import hf
@@ -412,3 +412,8 @@ def test_lfsconfig_makes_every_clone_verify_locks(doors):
     verified = x.push(work, "main")
     err = verified.stderr.decode()
     assert verified.returncode != 0 and "Cannot update locked files." in err and "pre-receive" not in err, err
+
+
+def test_every_rule_has_a_row():
+    """A new rule (a new code) is not done until it is driven through the doors above."""
+    assert {code for _, expected in CASES for code in expected} == {str(c) for c in Code}
