@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import jsonschema
+
 from modelrepo.git.runner import GitRunner
 from modelrepo.models.card import MAX_CARD_BYTES, parse_card
 from modelrepo.push import rules
 from modelrepo.push.facts import GitReader, PushFacts, gather
 from modelrepo.push.problems import Code, Problem
 from modelrepo.push.rules import LockHolder, RefUpdate
-from modelrepo.settings import PushSettings
+from modelrepo.settings import ConfigError, PushSettings
 
 SCHEMA_ROUTE = "/api/v1/model-card.schema.json"
 
@@ -60,7 +62,10 @@ class Judge:
         self.git = git
         self.pins, self.linked, self.locks = pins, linked, locks
         # Load (and check) the schema now: a broken custom schema fails start-up, not a push.
-        parse_card(b"---\n{}\n---\n", self.schema_file)
+        try:
+            parse_card(b"---\n{}\n---\n", self.schema_file)
+        except (OSError, ValueError, jsonschema.SchemaError) as exc:
+            raise ConfigError(f"push.model_card_schema: cannot use {self.schema_file}: {exc}") from None
 
     def upload_mode(self, path: str, size: int) -> str:
         """The Hub's preupload answer: 'lfs' exactly when a plain blob would be refused."""
