@@ -42,6 +42,7 @@ from modelrepo.lfs.service import Lfs
 from modelrepo.lfs.locks import Locks
 from modelrepo.models.service import Models
 from modelrepo.push.effects import PushEffects
+from modelrepo.push.judge import Judge
 from modelrepo.push.sessions import PushSessions
 from modelrepo.push.receive import Receive
 from modelrepo.push.ref_changes import RefChanges
@@ -78,16 +79,18 @@ def create_app(settings: Settings) -> web.Application:
     effects = PushEffects(catalog, models.path, worker.wake)
     app[DEPLOYMENTS] = Deployments(catalog, models, tuple(settings.deploy.required_fields), worker.wake,
                                    lambda m: f"{settings.server.base_url()}/{m.full_name}.git")
-    app[REFS] = RefChanges(models, effects, app[DEPLOYMENTS])
     app[PUSHES] = PushSessions()
     app[INFLIGHT] = InFlight()
     signer = ActionSigner(load_or_create_key(settings.secret_key_path))
     app[LFS] = Lfs(catalog, app[MODELS], open_store(settings), signer, settings.lfs)
     app[LOCKS] = Locks(catalog)
-    app[RECEIVE] = Receive(settings, models, app[LFS], app[DEPLOYMENTS], effects, app[GIT], metrics)
+    # One judge for git pushes, REST ref changes and Hub commits alike.
+    judge = Judge(settings.push, base_url=settings.server.base_url(), git=app[GIT], pins=app[DEPLOYMENTS].live_refs,
+                  linked=app[LFS].linked_sizes, locks=app[LOCKS].held_by_others)
+    app[REFS] = RefChanges(models, effects, judge)
+    app[RECEIVE] = Receive(models, judge, effects, metrics)
     app[HUB] = Hub(models, accounts, app[REFS])
-    app[HUB_COMMITS] = HubCommits(models, app[LFS], app[DEPLOYMENTS], effects, app[GIT], settings.push.max_plain_blob,
-                                  tuple(settings.push.weight_patterns), settings.limits.max_commit_body)
+    app[HUB_COMMITS] = HubCommits(models, app[LFS], judge, effects, app[GIT], settings.limits.max_commit_body)
 
     api.add_routes(app)
     ops_http.add_routes(app)

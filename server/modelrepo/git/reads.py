@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pygit2
 
-from modelrepo.push.rules import POINTER_MAX, parse_pointer
+from modelrepo.lfs.pointer import POINTER_MAX, parse_pointer
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pygit2
 
 from modelrepo.models.card import ModelCard, parse_card
-from modelrepo.push.rules import POINTER_MAX, parse_pointer
+from modelrepo.lfs.pointer import POINTER_MAX, parse_pointer
 from modelrepo.git.repos import _iso, _signature_json
 
 

@@ -32,7 +32,8 @@ import sqlalchemy as sa
 
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.schema import lfs_links, lfs_objects, models, namespaces
-from modelrepo.push.rules import POINTER_MAX, LfsPointer, human, parse_pointer
+from modelrepo.lfs.pointer import POINTER_MAX, LfsPointer, parse_pointer
+from modelrepo.push.rules import human
 from modelrepo.git.repos import RepoStore
 from modelrepo.storage.base import ObjectStore
 from modelrepo.git.ops import git

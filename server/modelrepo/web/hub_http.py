@@ -13,8 +13,6 @@ from aiohttp import web
 from modelrepo.errors import EntryNotFound, InvalidInput, NotFound, Unauthenticated, UnsupportedMediaType
 from modelrepo.keys import ACCOUNTS, HUB, HUB_COMMITS, LFS, MODELS, REFS, SETTINGS
 from modelrepo.git import reads as hub_repo
-from modelrepo.hub.service import card_errors
-from modelrepo.push.rules import NewBlob, needs_lfs
 from modelrepo.web.lfs_http import parse_range, send_stored_object
 from modelrepo.web.middlewares import identity_of
 
@@ -157,16 +155,13 @@ async def preupload(request: web.Request) -> web.Response:
     files = body.get("files")
     if not isinstance(files, list):
         raise InvalidInput("files must be a list")
-    push = request.app[SETTINGS].push
+    judge = request.app[HUB_COMMITS].judge
     out = []
     for f in files:
         if not isinstance(f, dict) or not isinstance(f.get("path"), str) or not isinstance(f.get("size"), int):
             raise InvalidInput("each file needs a path and a size")
-        size = f["size"]
-        # The same line the push rules draw: weights and big files go to LFS.
-        lfs = size > 0 and (size > push.max_plain_blob or needs_lfs(NewBlob("", f["path"], size, None),
-                                                                   push.weight_patterns))
-        out.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False})
+        # The judge's own line: exactly the files a commit would be refused for as plain blobs.
+        out.append({"path": f["path"], "uploadMode": judge.upload_mode(f["path"], f["size"]), "shouldIgnore": False})
     return _json({"files": out})
 
 
@@ -228,9 +223,10 @@ async def validate_yaml(request: web.Request) -> web.Response:
     content = body.get("content")
     if not isinstance(content, str):
         raise InvalidInput("content must be the README text")
-    errors = await asyncio.to_thread(card_errors, content)
-    if errors:
-        return _json({"errors": [{"message": e} for e in errors], "warnings": []}, 400)
+    # The judge's schema (push.model_card_schema), the one the commit itself will meet.
+    problems = await asyncio.to_thread(request.app[HUB_COMMITS].judge.card_problems, content.encode("utf-8"))
+    if problems:
+        return _json({"errors": [{"message": p.line()} for p in problems], "warnings": []}, 400)
     return _json({"errors": [], "warnings": []})
 
 
