@@ -48,6 +48,7 @@ from modelrepo.push.receive import Receive
 from modelrepo.push.ref_changes import RefChanges
 from modelrepo.models.webhook_worker import WebhookWorker
 from modelrepo.models.webhooks import Webhooks
+from modelrepo.ops import recovery
 from modelrepo.settings import Settings
 from modelrepo.storage import open_store
 from modelrepo.web import api, git_http, hub_http, lfs_http, ops_http
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_reinstall_hooks)
     app.cleanup_ctx.append(_internal_socket)
     app.cleanup_ctx.append(_webhook_worker)
+    app.on_startup.append(recovery.recover)  # after the worker: the events it announces go out
     app.on_cleanup.append(_close_catalog)
     return app
 

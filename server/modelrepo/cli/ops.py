@@ -85,10 +85,12 @@ async def _model_ref(models: Models, full_name: str) -> ModelRef:
 @main.command()
 @data_options
 @click.argument("full_name", metavar="[NS/NAME]", required=False)
+@click.option("--repair", is_flag=True, help="rebuild the catalog of models whose refs it does not describe")
 @run_service
-async def fsck(settings: Settings, accounts: Accounts, models: Models, full_name: str | None) -> None:
+async def fsck(settings: Settings, accounts: Accounts, models: Models, full_name: str | None, repair: bool) -> None:
     """Re-hash LFS objects, git fsck the repositories, check every LFS pointer on every branch and
-    tag; with NS/NAME, only that model. Exits 1 and lists the problems when there are any."""
+    tag and that the catalog describes every repository's refs; with NS/NAME, only that model.
+    Exits 1 and lists the problems when there are any."""
     only = await _model_ref(models, full_name) if full_name else None
     store = open_store(settings)
     with contextlib.ExitStack() as bars:
@@ -100,7 +102,7 @@ async def fsck(settings: Settings, accounts: Accounts, models: Models, full_name
 
         try:
             report = await run_fsck(models.catalog, store, models.store, settings.git.binary, only=only,
-                                    progress=progress)
+                                    progress=progress, models_=models, repair=repair)
         finally:
             await store.close()
     _echo_lines(report.lines())

@@ -117,7 +117,7 @@ async def resolve(request: web.Request) -> web.StreamResponse:
             raise EntryNotFound(f"{entry.path}: its LFS object is not stored in this repository", r.commit) from None
         headers.update({"ETag": f'"{entry.lfs_oid}"', "X-Linked-Etag": f'"{entry.lfs_oid}"', "X-Linked-Size": str(size)})
         if lfs.direct:
-            presigned = await lfs.store.presign_download(entry.lfs_oid, request.app[SETTINGS].lfs.action_expiry)
+            presigned = await lfs.presigned_download(entry.lfs_oid)
             raise web.HTTPFound(presigned.href, headers=headers)
         return await send_stored_object(request, lfs.store, entry.lfs_oid, size, headers)
     models = request.app[MODELS]

@@ -15,6 +15,7 @@ from modelrepo.lfs.action_tokens import ActionClaim
 from modelrepo.lfs.service import Urls, check_oid
 from modelrepo.lfs.locks import LockConflict
 from modelrepo.models.service import Model
+from modelrepo.storage.verified import ObjectStore
 from modelrepo.web.middlewares import ACTION, BYTES_IN, REQUEST_ID, identity_of
 
 LFS_TYPE = "application/vnd.git-lfs+json"
@@ -135,7 +136,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         return await send_stored_object(request, lfs.store, oid, size, headers)
 
 
-async def send_stored_object(request: web.Request, store, oid: str, size: int,
+async def send_stored_object(request: web.Request, store: ObjectStore, oid: str, size: int,
                              headers: dict[str, str]) -> web.StreamResponse:
     """Stream an object from the store with Range support: sendfile(2) for a local file,
     chunked reads for S3. Shared by LFS downloads and the Hub API's /resolve."""
