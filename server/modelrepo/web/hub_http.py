@@ -242,9 +242,18 @@ XET_MESSAGE = ("this server stores large files with Git LFS and does not speak X
                "in the environment (export HF_HUB_DISABLE_XET=1) and run the command again")
 
 
+# hf_xet (Rust) fetches the token and reports only the status and the URL of a failed request, never
+# its body: so the token URL redirects to one whose path is the instruction, and that one fails.
+XET_HINT_PATH = "/api/xet-is-not-supported-here/set-HF_HUB_DISABLE_XET=1-and-run-again"
+
+
 async def xet_token(request: web.Request) -> web.Response:
-    """huggingface_hub asks for a Xet token before an upload or download when hf_xet is installed;
-    the answer must reach the user with the one setting that makes the client use LFS instead."""
+    """huggingface_hub asks for a Xet token before an upload when hf_xet is installed; the answer
+    must reach the user with the one setting that makes the client use LFS instead."""
+    raise web.HTTPTemporaryRedirect(base_url(request) + XET_HINT_PATH)
+
+
+async def xet_unsupported(request: web.Request) -> web.Response:
     raise XetUnsupported(XET_MESSAGE)
 
 
@@ -267,6 +276,7 @@ def add_routes(app: web.Application) -> None:
         ("DELETE", m + "/tag/{tag}", delete_tag),
         ("GET", m + "/xet-write-token/{rev:.+}", xet_token),
         ("GET", m + "/xet-read-token/{rev:.+}", xet_token),
+        ("GET", XET_HINT_PATH, xet_unsupported),
         ("POST", "/api/repos/create", create_repo),
         ("DELETE", "/api/repos/delete", delete_repo),
         ("POST", "/api/validate-yaml", validate_yaml),
