@@ -51,7 +51,7 @@ from modelrepo.settings import Settings
 from modelrepo.storage import open_store
 from modelrepo.web import api, git_http, hub_http, lfs_http, ops_http
 from modelrepo.web.internal import create_internal_app
-from modelrepo.web.middlewares import AccessLogger, authenticate, request_context
+from modelrepo.web.middlewares import AccessLogger, ProtocolLog, authenticate, request_context
 
 log = structlog.get_logger("modelrepo.app")
 
@@ -152,7 +152,7 @@ def make_runner(app: web.Application) -> web.AppRunner:
     # aiohttp's keep-alive timer also closes a connection whose request head is still incomplete,
     # so it is the header-read timeout too (limits.header_timeout).
     limits = app[SETTINGS].limits
-    return web.AppRunner(app, access_log_class=AccessLogger.for_app(app), read_bufsize=1024 * 1024,
+    return web.AppRunner(app, access_log_class=AccessLogger.for_app(app), logger=ProtocolLog(), read_bufsize=1024 * 1024,
                          shutdown_timeout=app[SETTINGS].server.shutdown_timeout,
                          keepalive_timeout=limits.header_timeout, max_headers=limits.max_headers,
                          max_line_size=limits.max_header_size, max_field_size=limits.max_header_size)

@@ -44,6 +44,18 @@ def is_v2(git_protocol: str | None) -> bool:
     return bool(git_protocol) and "version=2" in git_protocol.split(":")
 
 
+# git's own words when it dies on what the client sent (well framed, but not the protocol): these are
+# the client's errors. git has no other channel than stderr for them; anything else is ours (500).
+_CLIENT_FAULT = re.compile(r"^fatal: (?:git upload-pack: )?(?P<why>(?:protocol error|not our ref|unknown capability|"
+                           r"invalid command|no command requested|expected |unexpected |bad |invalid |unknown ).*)$", re.MULTILINE)
+
+
+def client_fault(stderr: str) -> str | None:
+    """git's complaint about the request, when its stderr says the request was at fault."""
+    m = _CLIENT_FAULT.search(stderr)
+    return m.group("why")[:300] if m else None
+
+
 class PktLineCheck:
     """Checks that a request body is framed as pkt-lines before git reads it: git answers framing
     errors by exiting, which would look like the server failing, and a garbage body should not
@@ -75,11 +87,12 @@ class PktLineCheck:
             length = int(head, 16)
             if length == 0 and self.until_flush:
                 self.done = True
-            elif length == 3 or length > LARGE_PACKET_MAX:
+            elif length in (2, 3) or length > LARGE_PACKET_MAX:
+                # 0002 (response end) only ever goes from server to client; git 2.39 aborts on one.
                 raise InvalidInput(f"malformed git request: invalid pkt-line length {length}")
             elif length > 4:
                 self._skip = length - 4
-            # 0000 flush, 0001 delimiter, 0002 response end (protocol v2) carry no payload.
+            # 0000 flush and 0001 delimiter (protocol v2) carry no payload.
 
     def finish(self) -> None:
         if self._head or self._skip:

@@ -37,6 +37,10 @@ async def chunks(request: web.Request, size: int = CHUNK) -> AsyncIterator[bytes
         except TimeoutError:
             raise RequestTimeout(f"no request body data for {idle:g} s") from None
         except (RequestPayloadError, HttpProcessingError) as exc:
+            # The rest cannot be decoded either: mark the body finished so that aiohttp does not
+            # linger reading it after our 400 (it would hit the same error); the middleware
+            # closes the connection.
+            request.content.feed_eof()
             raise InvalidInput(f"the request body cannot be decoded: {_reason(exc)}") from None
         if not chunk:
             return

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from modelrepo.errors import Forbidden, ModelrepoError, TooLarge, UnsupportedMediaType
+from modelrepo.errors import Forbidden, InvalidInput, ModelrepoError, TooLarge, UnsupportedMediaType
 from modelrepo.keys import GIT, METRICS, MODELS, PUSHES, SETTINGS
 from modelrepo.git import runner as git_rpc
 from modelrepo.models.service import Model
@@ -117,6 +117,8 @@ async def _rpc(request: web.Request, service: str) -> web.StreamResponse:
     try:
         # No process until the client has sent something: a stalled client holds a socket only.
         first = await anext(body, b"")
+        if not first:
+            raise InvalidInput("malformed git request: the body is empty")
         with runner.slots.hold(request.remote or "unknown"):
             proc = await runner.spawn(service, request.app[MODELS].path(model), advertise=False,
                                       git_protocol=git_protocol, extra_env=extra_env)
@@ -163,7 +165,7 @@ async def _pump(request: web.Request, proc: asyncio.subprocess.Process, resp: we
     async def feed() -> None:
         # A ConnectionResetError from reading ``body`` is the client leaving: it propagates.
         try:
-            if first and not await write(first):
+            if not await write(first):
                 return
             async for chunk in body:
                 if not await write(chunk):
@@ -193,6 +195,9 @@ async def _pump(request: web.Request, proc: asyncio.subprocess.Process, resp: we
         log.warning("git_rpc_stderr", rc=rc, stderr=err[-4000:]) if rc else log.debug("git_rpc_stderr", stderr=err)
     if not resp.prepared:
         if rc != 0:
+            why = git_rpc.client_fault(err)
+            if why is not None:
+                raise InvalidInput(f"git refused the request: {why}", code="git_protocol_error")
             raise ModelrepoError(f"git exited with status {rc}")
         await resp.prepare(request)
     await resp.write_eof()

@@ -1,12 +1,15 @@
 """Request context, authentication and error mapping, plus the one-line-per-request access log."""
 
 import json
+import logging
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from modelrepo.errors import ModelrepoError, StorageUnavailable, TooManyRequests, Unauthenticated
 from modelrepo.keys import ACCOUNTS, INFLIGHT, LFS, LIMITER, METRICS, SETTINGS
@@ -98,6 +101,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         inflight.leave()
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
+        if request.content.exception() is not None:
+            response.force_close()  # the body broke mid-stream: this connection carries nothing more
     return response
 
 
@@ -201,3 +206,20 @@ class AccessLogger(AbstractAccessLogger):
             user=identity.name if identity else None,
             remote=request.remote,
         )
+
+
+class ProtocolLog(logging.LoggerAdapter):
+    """aiohttp's connection-level logger. aiohttp logs every request its parser rejects (a bad
+    chunk size, too many headers, TLS sent to a plain port) with a full traceback: any client could
+    flood the log that way. Those get one warning line (the access log has the request); anything
+    else aiohttp reports keeps its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kwargs: object) -> None:
+        exc = sys.exc_info()[1] if exc_info is True else exc_info
+        if isinstance(exc, HttpProcessingError):
+            log.warning("http_request_rejected", status=exc.code, reason=str(exc.message).splitlines()[0][:200])
+            return
+        self.logger.error(msg, *args, exc_info=exc_info, **kwargs)  # type: ignore[arg-type]
