@@ -45,6 +45,9 @@ async def test_quota_put_needs_a_body_and_numbers_in_range(acme):  # noqa: F811
         assert r.status == 400, (raw[:30], r.status, await r.text())
     quota = (await api.ok("admin", "GET", "/api/v1/namespaces/acme"))["quota"]
     assert quota["bytes"] == 1000 and quota["models"] == 3, "a refused body changed the quotas"
+    # 105835.0 is an integer to JSON Schema, and so to the server.
+    await api.ok("admin", "PUT", "/api/v1/namespaces/acme/quota", {"bytes": 105835.0})
+    assert (await api.ok("admin", "GET", "/api/v1/namespaces/acme"))["quota"]["bytes"] == 105835
 
 
 async def test_token_without_body_gets_the_documented_default(acme):  # noqa: F811

@@ -265,10 +265,11 @@ async def delete_branch(request: web.Request) -> web.Response:
 # -- webhooks -------------------------------------------------------------------------------------
 
 _EVENTS = {"type": "array", "items": {"enum": list(EVENTS)}, "minItems": 1, "uniqueItems": True}
-CREATE_WEBHOOK = _schema({"url": {"type": "string", "maxLength": 2000}, "secret": {"type": "string", "minLength": 1,
-                                                                                     "maxLength": 500},
+# What Webhooks.check_url accepts, so that the spec does not promise more than the server takes.
+_URL = {"type": "string", "maxLength": 2000, "pattern": r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$"}
+CREATE_WEBHOOK = _schema({"url": _URL, "secret": {"type": "string", "minLength": 1, "maxLength": 500},
                           "events": _EVENTS, "active": {"type": "boolean"}}, ("url", "secret", "events"))
-UPDATE_WEBHOOK = _schema({"url": {"type": "string", "maxLength": 2000},
+UPDATE_WEBHOOK = _schema({"url": _URL,
                           "secret": {"type": "string", "minLength": 1, "maxLength": 500},
                           "events": _EVENTS, "active": {"type": "boolean"}})
 
