@@ -85,18 +85,22 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         else:
             raise
     except ConnectionError:
-        # The client hung up (aiohttp raises ConnectionResetError from reads and writes): nothing
-        # can be sent, and it is not our failure. The access log records it as 499.
-        log.info("client_disconnected", path=request.path)
-        response = web.Response(status=CLIENT_CLOSED)
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            # Still connected: some backend connection failed, and that is ours to answer for.
+            response = _internal_error(request, request_id)
+        else:
+            # The client hung up (aiohttp raises ConnectionResetError from reads and writes):
+            # nothing can be sent, and it is not our failure. The access log records it as 499.
+            log.info("client_disconnected", path=request.path)
+            response = web.Response(status=CLIENT_CLOSED)
     except ModelrepoError as exc:
         if isinstance(exc, StorageUnavailable):
             request.app[METRICS].storage_errors.inc()
         response = error_response(request, exc.status, exc.code, exc.message, exc)
         response.headers.update(getattr(exc, "headers", {}))
     except Exception:
-        log.exception("unhandled_error", path=request.path)
-        response = error_response(request, 500, "internal_error", f"internal error (request id {request_id})")
+        response = _internal_error(request, request_id)
     finally:
         inflight.leave()
     if not response.prepared:
@@ -104,6 +108,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         if request.content.exception() is not None:
             response.force_close()  # the body broke mid-stream: this connection carries nothing more
     return response
+
+
+def _internal_error(request: web.Request, request_id: str) -> web.Response:
+    """Log the exception being handled; answer without its details."""
+    log.exception("unhandled_error", path=request.path)
+    return error_response(request, 500, "internal_error", f"internal error (request id {request_id})")
 
 
 @web.middleware
