@@ -15,7 +15,7 @@ from modelrepo import __version__
 from modelrepo.errors import InvalidInput
 from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, SETTINGS, WEBHOOKS
 from modelrepo.models.card import schema_path
-from modelrepo.names import NAME_RE
+from modelrepo.names import NAME_RE, NAME_RULE
 from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES, check_namespace_admin
 from modelrepo.models.webhooks import EVENTS
 from modelrepo.web.bodies import read_json
@@ -24,7 +24,7 @@ from modelrepo.web.routing import ID_PATTERN, MAX_ID, ErrorShape, add_route, bas
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_NAME = {"type": "string", "pattern": NAME_RE.pattern, "maxLength": 96}
+_NAME = {"type": "string", "pattern": NAME_RE.pattern, "maxLength": 96, "description": NAME_RULE}
 _REF = {"type": "string", "minLength": 1, "maxLength": 255}
 
 
@@ -266,7 +266,8 @@ async def delete_branch(request: web.Request) -> web.Response:
 
 _EVENTS = {"type": "array", "items": {"enum": list(EVENTS)}, "minItems": 1, "uniqueItems": True}
 # What Webhooks.check_url accepts, so that the spec does not promise more than the server takes.
-_URL = {"type": "string", "maxLength": 2000, "pattern": r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$"}
+_URL = {"type": "string", "maxLength": 2000, "description": "use an http(s) URL such as https://ci.example.com/hook",
+        "pattern": r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[!-~]*)?$"}
 CREATE_WEBHOOK = _schema({"url": _URL, "secret": {"type": "string", "minLength": 1, "maxLength": 500},
                           "events": _EVENTS, "active": {"type": "boolean"}}, ("url", "secret", "events"))
 UPDATE_WEBHOOK = _schema({"url": _URL,

@@ -19,7 +19,6 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from modelrepo.errors import InvalidInput, RequestTimeout, TooLarge
 from modelrepo.keys import SETTINGS
-from modelrepo.names import NAME_RE, NAME_RULE
 
 BYTES_IN = web.RequestKey("bytes_in", int)
 CHUNK = 256 * 1024
@@ -107,9 +106,10 @@ def _no_constant(name: str) -> Any:
 
 
 def _in_words(err: jsonschema.ValidationError) -> str:
-    """jsonschema's message, except where it would show a user a regular expression."""
-    if err.validator == "pattern" and err.validator_value == NAME_RE.pattern:
-        return f"{err.instance!r} is not a valid name: {NAME_RULE}"
+    """jsonschema's message, except that a pattern is never shown to a user: the schema's
+    ``description`` says in words what the pattern wants."""
+    if err.validator == "pattern":
+        return f"{err.instance!r} is not valid: {err.schema.get('description', 'see openapi.json')}"
     return err.message
 
 
