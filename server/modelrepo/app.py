@@ -53,7 +53,7 @@ from modelrepo.settings import Settings
 from modelrepo.storage import open_store
 from modelrepo.web import api, git_http, hub_http, lfs_http, ops_http
 from modelrepo.web.internal import create_internal_app
-from modelrepo.web.middlewares import AccessLogger, authenticate, request_context
+from modelrepo.web.middlewares import AccessLogger, ProtocolLog, authenticate, request_context
 
 log = structlog.get_logger("modelrepo.app")
 
@@ -76,7 +76,8 @@ def create_app(settings: Settings) -> web.Application:
     app[WEBHOOKS] = Webhooks(catalog, settings.webhooks, worker.wake)
     models = Models(catalog, accounts, repos.RepoStore(settings.repos_dir), settings.git.default_branch, worker.wake)
     app[MODELS] = models
-    app[GIT] = GitRunner(settings.git.binary)
+    app[GIT] = GitRunner(settings.git.binary, settings.limits.max_git_processes,
+                         settings.limits.max_git_processes_per_client)
     effects = PushEffects(catalog, models.path, worker.wake)
     app[DEPLOYMENTS] = Deployments(catalog, models, tuple(settings.deploy.required_fields), worker.wake,
                                    lambda m: f"{settings.server.base_url()}/{m.full_name}.git")
@@ -95,10 +96,7 @@ def create_app(settings: Settings) -> web.Application:
 
     api.add_routes(app)
     ops_http.add_routes(app)
-    # {name} may carry the ".git" suffix or not; the handlers strip it.
-    app.router.add_get("/{ns}/{name}/info/refs", git_http.info_refs)
-    app.router.add_post("/{ns}/{name}/git-upload-pack", git_http.upload_pack)
-    app.router.add_post("/{ns}/{name}/git-receive-pack", git_http.receive_pack)
+    git_http.add_routes(app)
     lfs_http.add_routes(app)
     hub_http.add_routes(app)
 
@@ -156,5 +154,10 @@ async def _webhook_worker(app: web.Application) -> AsyncIterator[None]:
 def make_runner(app: web.Application) -> web.AppRunner:
     # A 1 MiB read buffer lets large bodies (pushes, LFS uploads) arrive in big reads instead of
     # 64 KiB ones, while still pausing the socket (back-pressure) when we fall behind.
-    return web.AppRunner(app, access_log_class=AccessLogger, read_bufsize=1024 * 1024,
-                         shutdown_timeout=app[SETTINGS].server.shutdown_timeout)
+    # aiohttp's keep-alive timer also closes a connection whose request head is still incomplete,
+    # so it is the header-read timeout too (limits.header_timeout).
+    limits = app[SETTINGS].limits
+    return web.AppRunner(app, access_log_class=AccessLogger.for_app(app), logger=ProtocolLog(), read_bufsize=1024 * 1024,
+                         shutdown_timeout=app[SETTINGS].server.shutdown_timeout,
+                         keepalive_timeout=limits.header_timeout, max_headers=limits.max_headers,
+                         max_line_size=limits.max_header_size, max_field_size=limits.max_header_size)

@@ -246,8 +246,9 @@ class Models:
                 deployments.c.model_id == model.id, deployments.c.status.in_(("requested", "active"))))).all()
             if live:
                 names = ", ".join(f"{d.name} (id {d.id}, {d.status})" for d in live)
-                raise Conflict(f"{model.full_name} is used by deployments: {names}. Stop them first.",
-                               code="model_in_use")
+                raise Conflict(f"{model.full_name} is used by deployments: {names}. Stop them first: "
+                               f"PATCH /api/v1/deployments/{live[0].id} with {{\"status\": \"stopped\"}} "
+                               "for each, then delete the model.", code="model_in_use")
             await enqueue(conn, namespace_id=model.namespace_id, model_id=None, event="model.deleted",
                           payload=envelope("model.deleted", model.namespace, model.name,
                                            {"deleted_by": identity.name}))
