@@ -14,7 +14,7 @@ from modelrepo import __version__
 from modelrepo.errors import InvalidInput, TooLarge
 from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, SETTINGS, WEBHOOKS
 from modelrepo.names import NAME_RE
-from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES, check_namespace_admin
+from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES
 from modelrepo.models.webhooks import EVENTS
 from modelrepo.web.middlewares import identity_of
 
@@ -284,13 +284,8 @@ UPDATE_WEBHOOK = _schema({"url": {"type": "string", "maxLength": 2000},
 
 async def _hook_scope(request: web.Request) -> dict:
     """Webhooks of a namespace or of a model; managing them takes a namespace admin."""
-    identity = identity_of(request)
-    if "name" in request.match_info:
-        model = await request.app[MODELS].for_admin(identity, request.match_info["ns"], request.match_info["name"])
-        return {"namespace_id": None, "model_id": model.id}
-    ns, role = await request.app[ACCOUNTS].visible_namespace(identity, request.match_info["ns"])
-    check_namespace_admin(identity, role)
-    return {"namespace_id": ns.id, "model_id": None}
+    return await request.app[MODELS].webhook_scope(identity_of(request), request.match_info["ns"],
+                                                   request.match_info.get("name"))
 
 
 def _hook_id(request: web.Request) -> int:
