@@ -12,6 +12,8 @@ users = sa.Table(
     sa.Column("name_key", sa.String(96), nullable=False, unique=True),
     sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Set while the user is disabled: its tokens do not authenticate (they are kept for enable).
+    sa.Column("disabled_at", sa.Float, nullable=True),
 )
 
 tokens = sa.Table(

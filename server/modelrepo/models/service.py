@@ -246,9 +246,10 @@ class Models:
                 deployments.c.model_id == model.id, deployments.c.status.in_(("requested", "active"))))).all()
             if live:
                 names = ", ".join(f"{d.name} (id {d.id}, {d.status})" for d in live)
+                ids = " ".join(str(d.id) for d in live)
                 raise Conflict(f"{model.full_name} is used by deployments: {names}. Stop them first: "
-                               f"PATCH /api/v1/deployments/{live[0].id} with {{\"status\": \"stopped\"}} "
-                               "for each, then delete the model.", code="model_in_use")
+                               f"`modelrepo deployment stop {ids}`, or PATCH /api/v1/deployments/{{id}} "
+                               f"with status \"stopped\" for each.", code="model_in_use")
             await enqueue(conn, namespace_id=model.namespace_id, model_id=None, event="model.deleted",
                           payload=envelope("model.deleted", model.namespace, model.name,
                                            {"deleted_by": identity.name}))
@@ -259,6 +260,16 @@ class Models:
         self.wake()
         if trash is not None:
             await asyncio.to_thread(shutil.rmtree, trash, True)
+
+    async def webhook_scope(self, identity: Identity, namespace: str, name: str | None = None) -> dict:
+        """Whose webhooks: a namespace's (``name`` None) or a model's. Managing either takes a
+        namespace admin. The result is the ``namespace_id``/``model_id`` keywords of Webhooks."""
+        if name is not None:
+            model = await self.for_admin(identity, namespace, name)
+            return {"namespace_id": None, "model_id": model.id}
+        ns, role = await self.accounts.visible_namespace(identity, namespace)
+        check_namespace_admin(identity, role)
+        return {"namespace_id": ns.id, "model_id": None}
 
     # -- refs ------------------------------------------------------------------------------------
     def path(self, model: Model):

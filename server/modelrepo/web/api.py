@@ -3,7 +3,6 @@ both validates bodies (jsonschema) and feeds openapi.json, so the document canno
 code by construction; a test also checks every registered /api/v1 route is documented."""
 
 import asyncio
-import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from modelrepo.errors import InvalidInput
 from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, SETTINGS, WEBHOOKS
 from modelrepo.models.card import schema_path
 from modelrepo.names import NAME_RE, NAME_RULE
-from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES, check_namespace_admin
+from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES
 from modelrepo.models.webhooks import EVENTS
 from modelrepo.web.bodies import read_json
 from modelrepo.web.middlewares import identity_of
@@ -277,13 +276,8 @@ UPDATE_WEBHOOK = _schema({"url": _URL,
 
 async def _hook_scope(request: web.Request) -> dict:
     """Webhooks of a namespace or of a model; managing them takes a namespace admin."""
-    identity = identity_of(request)
-    if "name" in request.match_info:
-        model = await request.app[MODELS].for_admin(identity, request.match_info["ns"], request.match_info["name"])
-        return {"namespace_id": None, "model_id": model.id}
-    ns, role = await request.app[ACCOUNTS].visible_namespace(identity, request.match_info["ns"])
-    check_namespace_admin(identity, role)
-    return {"namespace_id": ns.id, "model_id": None}
+    return await request.app[MODELS].webhook_scope(identity_of(request), request.match_info["ns"],
+                                                   request.match_info.get("name"))
 
 
 async def create_webhook(request: web.Request) -> web.Response:
