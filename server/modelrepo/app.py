@@ -49,6 +49,7 @@ from modelrepo.models.webhook_worker import WebhookWorker
 from modelrepo.models.webhooks import Webhooks
 from modelrepo.settings import Settings
 from modelrepo.storage import open_store
+from modelrepo import ui
 from modelrepo.web import api, git_http, hub_http, lfs_http, ops_http
 from modelrepo.web.internal import create_internal_app
 from modelrepo.web.middlewares import AccessLogger, authenticate, request_context
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/{ns}/{name}/git-receive-pack", git_http.receive_pack)
     lfs_http.add_routes(app)
     hub_http.add_routes(app)
+    ui.add_routes(app)
 
     app.cleanup_ctx.append(_reinstall_hooks)
     app.cleanup_ctx.append(_internal_socket)

@@ -11,7 +11,9 @@ import re
 from modelrepo.errors import InvalidInput
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_RESERVED = {"api", "healthz", "readyz", "metrics", "info", "objects", "static"}
+# First path segments taken by other routes: the APIs, probes and the web UI's own pages.
+RESERVED = frozenset({"api", "healthz", "readyz", "metrics", "info", "objects", "static",
+                      "login", "logout", "new", "settings"})
 # Git ref component rules (git check-ref-format), enough to refuse anything git would.
 _REF_BAD = re.compile(r"(^[./-])|(\.\.)|([\x00-\x20~^:?*\[\\\x7f])|(@\{)|(\.lock$)|(/$)|(\.$)|(//)|(/\.)")
 
@@ -27,7 +29,7 @@ def check_name(value: object, what: str) -> str:
         raise InvalidInput(f"invalid {what} name {value!r}: '..' is not allowed")
     if value.lower().endswith(".git"):
         raise InvalidInput(f"invalid {what} name {value!r}: must not end with '.git'")
-    if what == "namespace" and value.lower() in _RESERVED:
+    if what == "namespace" and value.lower() in RESERVED:
         raise InvalidInput(f"invalid namespace name {value!r}: reserved")
     return value
 

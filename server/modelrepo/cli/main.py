@@ -22,6 +22,7 @@ from modelrepo.catalog.db import Catalog
 from modelrepo.errors import ModelrepoError
 from modelrepo.log import configure_logging
 from modelrepo.git import repos
+from modelrepo.accounts import passwords
 from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES, Identity
 from modelrepo.accounts.service import Accounts
 from modelrepo.models.service import Models
@@ -187,6 +188,20 @@ def user() -> None:
 async def user_create(settings: Settings, accounts: Accounts, models: Models, name: str, admin: bool) -> None:
     u = await accounts.create_user(name, admin=admin)
     click.echo(f"created user {u.name}{' (site admin)' if u.is_admin else ''}")
+
+
+@user.command("set-password")
+@data_options
+@click.argument("name")
+@run_service
+async def user_set_password(settings: Settings, accounts: Accounts, models: Models, name: str) -> None:
+    """Set NAME's web UI password: prompted twice on a terminal, else the first line of stdin."""
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    await passwords.set_password(accounts, LOCAL_ADMIN, name, password)
+    click.echo(f"password set for {name}; their web UI sessions were ended")
 
 
 @main.group()

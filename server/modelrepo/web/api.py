@@ -14,6 +14,7 @@ from modelrepo import __version__
 from modelrepo.errors import InvalidInput, TooLarge
 from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, SETTINGS, WEBHOOKS
 from modelrepo.names import NAME_RE
+from modelrepo.accounts import passwords
 from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES, check_namespace_admin
 from modelrepo.models.webhooks import EVENTS
 from modelrepo.web.middlewares import identity_of
@@ -133,6 +134,16 @@ async def revoke_token(request: web.Request) -> web.Response:
     if not raw.isdigit():
         raise InvalidInput("token id must be an integer")
     await request.app[ACCOUNTS].revoke_token(identity_of(request), request.match_info["user"], int(raw))
+    return web.Response(status=204)
+
+
+SET_PASSWORD = _schema({"password": {"type": "string", "minLength": 1, "maxLength": 1024}}, ("password",))
+
+
+async def set_password(request: web.Request) -> web.Response:
+    body = await read_json(request, SET_PASSWORD)
+    await passwords.set_password(request.app[ACCOUNTS], identity_of(request), request.match_info["user"],
+                                 body["password"])
     return web.Response(status=204)
 
 
@@ -382,6 +393,9 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("POST", "/api/v1/users/{user}/tokens", create_token,
              "Create a token (self or site admin); the token is returned once", CREATE_TOKEN, 201),
     ApiRoute("DELETE", "/api/v1/users/{user}/tokens/{id}", revoke_token, "Revoke a token", status=204),
+    ApiRoute("PUT", "/api/v1/users/{user}/password", set_password,
+             "Set a user's web UI password, at least 12 characters (self or site admin); ends their sessions",
+             SET_PASSWORD, 204),
     ApiRoute("GET", "/api/v1/namespaces", list_namespaces, "Namespaces the caller belongs to (all, for a site admin)"),
     ApiRoute("POST", "/api/v1/namespaces", create_namespace, "Create a namespace (site admin)", CREATE_NAMESPACE, 201),
     ApiRoute("GET", "/api/v1/namespaces/{ns}", get_namespace,
