@@ -6,7 +6,10 @@ import re
 import shutil
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -319,6 +322,11 @@ def test_password_api_and_cli(ui):
     assert jar.sign_in("carol", "carol-from-the-cli") == 303
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
 class _Browserless:
     """Sign-in over plain HTTP (for the limiter test, where a browser adds nothing)."""
 
@@ -329,19 +337,12 @@ class _Browserless:
         self.csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', r.body.decode()).group(1)
 
     def sign_in(self, user: str, password: str) -> int:
-        from urllib.parse import urlencode
-
+        """The status of POST /login (303 on success: redirects are not followed)."""
         body = urlencode({"csrf_token": self.csrf, "username": user, "password": password}).encode()
-        import urllib.request
-
         req = urllib.request.Request(self.d.url + "/login", data=body, method="POST", headers={
             "Cookie": self.cookie, "Content-Type": "application/x-www-form-urlencoded"})
 
-        class NoRedirect(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, *args, **kwargs):
-                return None
-
-        opener = urllib.request.build_opener(NoRedirect)
+        opener = urllib.request.build_opener(_NoRedirect)
         try:
             with opener.open(req, timeout=60) as resp:
                 return resp.status
@@ -349,9 +350,30 @@ class _Browserless:
             return err.code
 
 
+def test_ui_routes_leave_the_other_doors_alone(ui, pushed):
+    d = ui
+    for path in ("/api/nothing", "/api/v1/nothing", "/healthz/x", "/acme/bert/info/lfs/nothing"):
+        r = http("GET", d.url + path, headers={"Accept": "text/html"})
+        assert r.status == 404 and r.headers["Content-Type"].startswith(("application/json",
+                                                                         "application/vnd.git-lfs+json")), path
+    assert http("GET", d.url + "/api/models/acme/bert").json()["id"] == "acme/bert"  # Hub
+    assert http("GET", d.url + "/api/v1/models/acme/bert").json()["id"] == "acme/bert"  # REST
+    r = http("GET", d.url + "/acme/bert/resolve/main/config.json", headers={"Accept": "text/html"})
+    assert r.status == 200 and r.body == b'{"model_type": "bert"}\n'
+    r = http("GET", d.url + "/acme/bert.git/info/refs?service=git-upload-pack")
+    assert r.headers["Content-Type"] == "application/x-git-upload-pack-advertisement"
+    r = http("GET", d.url + "/acme/bert")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
+    assert "mr_session" not in r.headers.get("Set-Cookie", "")
+
+
 def test_failed_sign_ins_count_against_the_brute_force_guard():
-    d = start_daemon(extra_env={"MODELREPO_AUTH__MAX_FAILURES": "3"})
+    d = start_daemon(extra_env={"MODELREPO_AUTH__MAX_FAILURES": "3", "MODELREPO_AUTH__ALLOW_ANONYMOUS_READ": "false"})
     try:
+        # Without anonymous reads the pages send visitors to sign in; the APIs still answer 401.
+        assert http("GET", d.url + "/api/v1/models").status == 401
+        r = http("GET", d.url + "/")
+        assert r.status == 200 and b"<title>Sign in" in r.body
         d.user("eve")
         assert d.api("PUT", "/api/v1/users/eve/password", token="eve", body={"password": "eve-long-password"}).status == 204
         jar = _Browserless(d)

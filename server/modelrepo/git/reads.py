@@ -141,8 +141,15 @@ def tree_page(path: Path, commit_id: str, subpath: str, offset: int, limit: int)
             return None
         if not isinstance(tree, pygit2.Tree):
             return None
-    items = [item for item in tree if item.type_str != "commit"]
-    items.sort(key=lambda item: (item.type_str != "tree", item.name))
+    # Git keeps tree entries sorted by name: one pass splits them, no sort needed.
+    dirs, files = [], []
+    for item in tree:
+        kind = item.type_str
+        if kind == "tree":
+            dirs.append(item)
+        elif kind == "blob":
+            files.append(item)
+    items = dirs + files
     prefix = subpath + "/" if subpath else ""
     page = [_entry(repo, prefix + item.name, item) for item in items[offset:offset + limit]]
     return [e for e in page if e is not None], len(items)
