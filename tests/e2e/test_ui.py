@@ -130,6 +130,49 @@ def test_sign_in_and_explore_lists_what_the_viewer_may_read(ui, page):
     assert page.locator("a.model-name").all_inner_texts() == ["other/theirs"]
 
 
+def test_explore_filters(ui, pushed, page):
+    d = ui
+    for query, expected in (("license=apache-2.0", ["acme/bert"]), ("library=transformers", ["acme/bert"]),
+                            ("task=text-classification", ["acme/bert"]), ("license=mit", ["acme/hostile"]),
+                            ("namespace=other", []), ("q=hostile", ["acme/hostile"])):
+        page.goto(f"{d.url}/?{query}")
+        assert page.locator("a.model-name").all_inner_texts() == expected, query
+    page.goto(f"{d.url}/acme")
+    assert set(page.locator("a.model-name").all_inner_texts()) == {"acme/bert", "acme/hostile"}
+    assert page.locator("main").get_by_text("Members").count() == 0  # members are for members
+
+
+def test_new_model_and_members_from_the_ui(ui, page):
+    d = ui
+    sign_in(page, d, "alice")
+    page.get_by_role("link", name="New model").click()
+    page.get_by_label("Namespace").select_option("acme")
+    page.get_by_label("Model name").fill("fresh")
+    page.get_by_label("Description").fill("Made in the browser")
+    page.get_by_label("Visibility").select_option("private")
+    page.get_by_role("button", name="Create model").click()
+    assert page.url == f"{d.url}/acme/fresh"
+    assert f"git clone {d.url}/acme/fresh.git" in main_text(page)
+    assert ui.ok("GET", "/api/v1/models/acme/fresh", token="alice")["description"] == "Made in the browser"
+    page.get_by_role("link", name="New model").click()
+    page.get_by_label("Model name").fill("fresh")
+    page.get_by_role("button", name="Create model").click()
+    assert "already exists" in page.locator(".error-msg").inner_text()
+
+    assert ui.api("GET", "/api/v1/models/acme/fresh", token="bob").status == 404
+    page.goto(f"{d.url}/acme")
+    page.get_by_label("User").fill("bob")
+    page.get_by_label("Role").select_option("reader")
+    page.get_by_role("button", name="Set role").click()
+    assert "bob" in page.locator("aside table").inner_text()
+    assert ui.api("GET", "/api/v1/models/acme/fresh", token="bob").status == 200
+    page.get_by_label("User").fill("bob")
+    page.get_by_label("Role").select_option("remove")
+    page.get_by_role("button", name="Set role").click()
+    assert "bob" not in page.locator("aside table").inner_text()
+    assert ui.api("GET", "/api/v1/models/acme/fresh", token="bob").status == 404
+
+
 def test_card_is_rendered_sanitized_and_no_script_runs(ui, pushed, page):
     d = ui
     dialogs = []
@@ -189,6 +232,8 @@ def test_files_page_shows_lfs_weights_and_download_gives_the_verified_bytes(ui, 
 
 def test_tag_from_the_ui_deploy_gate_and_delete_refused(ui, pushed, page):
     d = ui
+    hook = ui.ok("POST", "/api/v1/models/acme/bert/webhooks",
+                 body={"url": "http://127.0.0.1:9/unreachable", "secret": "s", "events": ["tag.created"]})
     sign_in(page, d, "alice")
     page.goto(f"{d.url}/acme/bert/tags")
     assert "lacks required field 'library_name'" in page.locator("table.releases").inner_text()  # v0's card state
@@ -222,6 +267,11 @@ def test_tag_from_the_ui_deploy_gate_and_delete_refused(ui, pushed, page):
     assert "pinned by deployment prod" in page.locator("table.releases").inner_text()
 
     page.get_by_role("link", name="Settings").click()
+    assert "http://127.0.0.1:9/unreachable" in main_text(page)
+    deliveries = ui.ok("GET", f"/api/v1/models/acme/bert/webhooks/{hook['id']}/deliveries")
+    assert [x["event"] for x in deliveries] == ["tag.created"]
+    page.locator("section.hook").get_by_role("button", name="Redeliver").click()
+    assert "Delivery queued again." in main_text(page)
     page.get_by_label("Type the model name to confirm").fill("bert")
     page.get_by_role("button", name="Delete model").click()
     assert "used by deployments: prod" in page.locator(".error-msg").inner_text()
@@ -247,8 +297,13 @@ def test_token_created_in_the_ui_clones(ui, pushed, page, tmp_path):
     clone = tmp_path / "clone"
     pushed.run("clone", "-q", f"http://alice:{token}@127.0.0.1:{d.port}/acme/bert.git", str(clone))
     assert (clone / "model.safetensors").read_bytes() == WEIGHTS
-    page.reload()
-    assert "#new-token" not in page.content() and token not in page.content()  # shown once
+    private = f"http://alice:{token}@127.0.0.1:{d.port}/acme/secret.git"
+    assert pushed.run("ls-remote", private, check=False).returncode == 0
+    page.goto(f"{d.url}/settings/tokens")
+    assert token not in page.content()  # shown once
+    page.get_by_role("button", name="Revoke token laptop").click()
+    assert "laptop" not in page.locator("main table").inner_text()
+    assert pushed.run("ls-remote", private, check=False).returncode != 0
 
 
 def test_another_tenant_and_anonymous_get_the_missing_model_page(ui, page):
