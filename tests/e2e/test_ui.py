@@ -140,6 +140,11 @@ def test_explore_filters(ui, pushed, page):
     page.goto(f"{d.url}/acme")
     assert set(page.locator("a.model-name").all_inner_texts()) == {"acme/bert", "acme/hostile"}
     assert page.locator("main").get_by_text("Members").count() == 0  # members are for members
+    # A namespace with nothing the visitor may read is as missing as one that does not exist.
+    page.goto(f"{d.url}/no-such-namespace")
+    missing = main_text(page)
+    response = page.goto(f"{d.url}/other")
+    assert response.status == 404 and main_text(page) == missing
 
 
 def test_new_model_and_members_from_the_ui(ui, page):

@@ -16,7 +16,7 @@ from modelrepo.accounts.sessions import Sessions
 from modelrepo.keys import CATALOG, SETTINGS
 from modelrepo.lfs.action_tokens import load_or_create_key
 from modelrepo.ui import account, browse, release, render
-from modelrepo.ui.guard import UI, UiState, page
+from modelrepo.ui.guard import UI, UiState
 from modelrepo.ui.markdown import CardCache
 
 M = "/{ns}/{name}"
@@ -60,4 +60,3 @@ def add_routes(app: web.Application) -> None:
     r.add_post(M + "/settings/webhooks/{id}/deliveries/{delivery}/redeliver", release.redeliver)
 
 
-__all__ = ["add_routes", "page"]

@@ -30,11 +30,11 @@ def _page_number(request: web.Request) -> int:
     return int(raw)
 
 
-async def _model(request: web.Request) -> Model:
+async def model_for_read(request: web.Request) -> Model:
     return await request.app[MODELS].for_read(viewer(request), request.match_info["ns"], request.match_info["name"])
 
 
-def _repo_context(request: web.Request, model: Model, tab: str) -> dict:
+def repo_context(request: web.Request, model: Model, tab: str) -> dict:
     return {"model": model, "tab": tab, "clone_url": f"{base_url(request)}/{model.full_name}.git",
             "title": model.full_name}
 
@@ -68,6 +68,9 @@ async def namespace(request: web.Request) -> web.Response:
     found = await request.app[MODELS].list(me, namespace=ns.name, order="updated", limit=MODELS_PER_PAGE + 1,
                                            offset=(number - 1) * MODELS_PER_PAGE)
     role = await accounts.role_in(ns.id, me)
+    if not found and role is None and not me.is_admin:
+        # As in the REST API: a namespace shows itself to outsiders only through what they may read.
+        raise NotFound("namespace not found", code="namespace_not_found")
     members = await accounts.list_members(me, ns.name) if role or me.is_admin else None
     return render(request, "namespace.html", {
         "title": ns.name, "ns": ns, "models": found[:MODELS_PER_PAGE], "page": number,
@@ -103,14 +106,14 @@ async def _readme_html(request: web.Request, model: Model) -> str | None:
 
 @page
 async def model_page(request: web.Request) -> web.Response:
-    model = await _model(request)
+    model = await model_for_read(request)
     models = request.app[MODELS]
     readme = await _readme_html(request, model)
     refs = await models.refs(viewer(request), model.namespace, model.name)
     releases = sorted(refs["tags"], key=lambda t: (t.get("tagger") or {}).get("date") or "", reverse=True)[:5]
     card = model.card or {}
     return render(request, "model.html", {
-        **_repo_context(request, model, "card"), "readme": readme, "card": card, "releases": releases,
+        **repo_context(request, model, "card"), "readme": readme, "card": card, "releases": releases,
         "base_url": base_url(request), "can_admin": viewer(request).namespace_admin(model.role)})
 
 
@@ -140,7 +143,7 @@ async def tree(request: web.Request) -> web.Response:
     entries, total = result
     refs = await request.app[MODELS].refs(me, model.namespace, model.name)
     return render(request, "tree.html", {
-        **_repo_context(request, model, "files"), "rev": rev, "commit": resolved.commit, "path": path,
+        **repo_context(request, model, "files"), "rev": rev, "commit": resolved.commit, "path": path,
         "crumbs": _crumbs(model, rev, path), "entries": entries, "total": total, "page": number,
         "more": number * ENTRIES_PER_PAGE < total, "refs": refs, "query": {}})
 
@@ -163,7 +166,7 @@ async def blob(request: web.Request) -> web.Response:
         if text is not None:
             highlighted = await asyncio.to_thread(highlight_code, text, filename=path.rsplit("/", 1)[-1])
     return render(request, "blob.html", {
-        **_repo_context(request, model, "files"), "rev": rev, "commit": resolved.commit, "path": path,
+        **repo_context(request, model, "files"), "rev": rev, "commit": resolved.commit, "path": path,
         "crumbs": _crumbs(model, rev, path), "entry": entry, "text": text, "highlighted": highlighted,
         "download": f"/{model.full_name}/resolve/{rev}/{path}"})
 
@@ -176,13 +179,13 @@ async def commits(request: web.Request) -> web.Response:
     found, more = await asyncio.to_thread(reads.history, request.app[MODELS].path(resolved.model), resolved.commit,
                                           (number - 1) * COMMITS_PER_PAGE, COMMITS_PER_PAGE)
     return render(request, "commits.html", {
-        **_repo_context(request, resolved.model, "commits"), "rev": rev, "commits": found, "page": number,
+        **repo_context(request, resolved.model, "commits"), "rev": rev, "commits": found, "page": number,
         "more": more, "query": {}})
 
 
 @page
 async def commit(request: web.Request) -> web.Response:
-    model = await _model(request)
+    model = await model_for_read(request)
     sha = request.match_info["sha"].lower()
     found = None
     if reads.SHA_RE.match(sha):
@@ -190,5 +193,5 @@ async def commit(request: web.Request) -> web.Response:
     if found is None:
         raise NotFound(f"commit {sha} not found in {model.full_name}", code="revision_not_found")
     info, changes, total = found
-    return render(request, "commit.html", {**_repo_context(request, model, "commits"), "commit": info,
+    return render(request, "commit.html", {**repo_context(request, model, "commits"), "commit": info,
                                            "changes": changes, "total": total})

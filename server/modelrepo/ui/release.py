@@ -11,7 +11,7 @@ from modelrepo.errors import InvalidInput, ModelrepoError
 from modelrepo.git.snapshot import card_at
 from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, WEBHOOKS
 from modelrepo.models.service import Model
-from modelrepo.ui.browse import _model, _repo_context
+from modelrepo.ui.browse import model_for_read, repo_context
 from modelrepo.ui.guard import FORM, page, redirect, viewer
 from modelrepo.ui.render import render
 from modelrepo.web.api import _base_url as base_url
@@ -44,7 +44,7 @@ async def _tags_page(request: web.Request, model: Model, *, error: str | None = 
     gate = await asyncio.to_thread(states)
     tags = sorted(refs["tags"], key=lambda t: (t.get("tagger") or {}).get("date") or "", reverse=True)
     return render(request, "tags.html", {
-        **_repo_context(request, model, "tags"), "tags": tags, "gate": gate,
+        **repo_context(request, model, "tags"), "tags": tags, "gate": gate,
         "pinned": {ref.removeprefix("refs/tags/"): name for ref, name in pinned.items()},
         "can_write": _can_write(request, model), "error": error,
         "form": form or {"revision": model.default_branch}, "created": request.query.get("created")}, status)
@@ -61,12 +61,12 @@ def _can_write(request: web.Request, model: Model) -> bool:
 
 @page
 async def tags(request: web.Request) -> web.Response:
-    return await _tags_page(request, await _model(request))
+    return await _tags_page(request, await model_for_read(request))
 
 
 @page
 async def create_tag(request: web.Request) -> web.Response:
-    model = await _model(request)
+    model = await model_for_read(request)
     form = {k: _field(request, k) for k in ("tag", "revision", "message")}
     try:
         if not form["tag"] or not form["revision"] or not form["message"]:
@@ -84,19 +84,19 @@ async def _deployments_page(request: web.Request, model: Model, *, error: str | 
     found = await request.app[DEPLOYMENTS].list(me, model.namespace, model.name)
     refs = await request.app[MODELS].refs(me, model.namespace, model.name)
     return render(request, "deployments.html", {
-        **_repo_context(request, model, "deployments"), "deployments": list(reversed(found)),
+        **repo_context(request, model, "deployments"), "deployments": list(reversed(found)),
         "tags": [t["name"] for t in refs["tags"]], "can_write": _can_write(request, model), "error": error,
         "form": form or {}, "created": request.query.get("created")}, status)
 
 
 @page
 async def deployments(request: web.Request) -> web.Response:
-    return await _deployments_page(request, await _model(request))
+    return await _deployments_page(request, await model_for_read(request))
 
 
 @page
 async def create_deployment(request: web.Request) -> web.Response:
-    model = await _model(request)
+    model = await model_for_read(request)
     form = {"name": _field(request, "name"), "revision": _field(request, "revision")}
     try:
         dep = await request.app[DEPLOYMENTS].create(viewer(request), model.namespace, model.name, form)
@@ -114,7 +114,7 @@ async def _settings_page(request: web.Request, model: Model, *, error: str | Non
                                                                      model_id=model.id, limit=20)
     refs = await request.app[MODELS].refs(me, model.namespace, model.name)
     return render(request, "settings.html", {
-        **_repo_context(request, model, "settings"), "hooks": hooks, "visibilities": VISIBILITIES,
+        **repo_context(request, model, "settings"), "hooks": hooks, "visibilities": VISIBILITIES,
         "branches": [b["name"] for b in refs["branches"]] or [model.default_branch], "error": error,
         "notice": notice or request.query.get("notice")}, status)
 
