@@ -5,6 +5,7 @@ and Hub.file, git/reads.py), so the access table and revision rules are the same
 """
 
 import asyncio
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -125,7 +126,7 @@ def _crumbs(model: Model, rev: str, path: str) -> list[tuple[str, str]]:
     out, so_far = [], []
     for part in [p for p in path.split("/") if p]:
         so_far.append(part)
-        out.append((part, f"/{model.full_name}/tree/{rev}/{'/'.join(so_far)}"))
+        out.append((part, f"/{model.full_name}/tree/{quote(rev)}/{quote('/'.join(so_far))}"))
     return out
 
 
@@ -168,7 +169,7 @@ async def blob(request: web.Request) -> web.Response:
     return render(request, "blob.html", {
         **repo_context(request, model, "files"), "rev": rev, "commit": resolved.commit, "path": path,
         "crumbs": _crumbs(model, rev, path), "entry": entry, "text": text, "highlighted": highlighted,
-        "download": f"/{model.full_name}/resolve/{rev}/{path}"})
+        "download": f"/{model.full_name}/resolve/{quote(rev)}/{quote(path)}"})
 
 
 @page
