@@ -177,6 +177,21 @@ def test_new_model_and_members_from_the_ui(ui, page):
     assert "bob" not in page.locator("aside table").inner_text()
     assert ui.api("GET", "/api/v1/models/acme/fresh", token="bob").status == 404
 
+    page.goto(f"{d.url}/acme/fresh/settings")
+    page.get_by_label("Description").fill("Edited in the browser")
+    page.get_by_label("Visibility").select_option("shared")
+    page.get_by_role("button", name="Save").click()
+    assert "Saved." in main_text(page)
+    info = ui.ok("GET", "/api/v1/models/acme/fresh", token="alice")
+    assert (info["description"], info["visibility"]) == ("Edited in the browser", "shared")
+    page.get_by_label("Type the model name to confirm").fill("not-it")
+    page.get_by_role("button", name="Delete model").click()
+    assert "Type the model name (fresh)" in page.locator(".error-msg").inner_text()
+    page.get_by_label("Type the model name to confirm").fill("fresh")
+    page.get_by_role("button", name="Delete model").click()
+    assert page.url == f"{d.url}/acme"
+    assert ui.api("GET", "/api/v1/models/acme/fresh", token="alice").status == 404
+
 
 def test_card_is_rendered_sanitized_and_no_script_runs(ui, pushed, page):
     d = ui
