@@ -8,18 +8,17 @@ from modelrepo.accounts.access import SCOPES, role_level
 from modelrepo.errors import InvalidInput, ModelrepoError, TooManyRequests
 from modelrepo.keys import ACCOUNTS, LIMITER, METRICS, MODELS
 from modelrepo.ui.guard import (
+    FORM,
     SESSION,
     SESSION_COOKIE,
     UI,
-    FORM,
     local_path,
     login_redirect,
-    page,
     redirect,
     set_cookie,
     viewer,
 )
-from modelrepo.ui.render import render
+from modelrepo.ui.render import page, render
 
 log = structlog.get_logger("modelrepo.ui")
 
@@ -49,6 +48,8 @@ async def login(request: web.Request) -> web.Response:
         log.info("auth_failed", remote=addr, via="ui")
         return render(request, "login.html", {"title": "Sign in", "next": target, "username": username,
                                               "error": "Wrong username or password."}, 401)
+    if SESSION in request:  # signing in again (as someone else, perhaps) ends the old session
+        await request.app[UI].sessions.end(request[SESSION])
     session_id = await request.app[UI].sessions.start(identity.user_id)
     log.info("signed_in", user=identity.name)
     response = redirect(target)

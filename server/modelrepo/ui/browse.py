@@ -13,9 +13,9 @@ from modelrepo.errors import EntryNotFound, InvalidInput, NotFound
 from modelrepo.git import reads
 from modelrepo.keys import ACCOUNTS, HUB, MODELS
 from modelrepo.models.service import Model
-from modelrepo.ui.guard import UI, page, viewer
+from modelrepo.ui.guard import UI, viewer
 from modelrepo.ui.markdown import highlight_code, render_markdown
-from modelrepo.ui.render import render
+from modelrepo.ui.render import page, render
 from modelrepo.web.api import _base_url as base_url
 
 MODELS_PER_PAGE = 30

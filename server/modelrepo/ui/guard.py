@@ -13,27 +13,21 @@ refused before its handler runs, so it changes nothing.
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import structlog
 from aiohttp import web
 from multidict import MultiDictProxy
 
 from modelrepo.accounts.access import ANONYMOUS, Identity
 from modelrepo.accounts.sessions import Sessions
-from modelrepo.errors import Forbidden, ModelrepoError, Unauthenticated, model_not_found
-from modelrepo.keys import SETTINGS
-from modelrepo.names import RESERVED
+from modelrepo.errors import Forbidden
 from modelrepo.ui.markdown import CardCache
 from modelrepo.web.middlewares import identity_of
 
 SESSION_COOKIE = "mr_session"
 BROWSER_COOKIE = "mr_browser"
 CSRF_FIELD = "csrf_token"
-log = structlog.get_logger("modelrepo.ui")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -49,17 +43,6 @@ VIEWER = web.RequestKey("ui_viewer", Identity)
 SESSION = web.RequestKey("ui_session", str)
 BROWSER = web.RequestKey("ui_browser", str)
 FORM = web.RequestKey("ui_form", MultiDictProxy)
-
-# Applied to every UI answer: no script may run at all (the UI needs none), nothing is framed.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' https:; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
-
 
 def viewer(request: web.Request) -> Identity:
     return request.get(VIEWER, ANONYMOUS)
@@ -101,7 +84,8 @@ def login_redirect(request: web.Request) -> web.Response:
     return redirect("/login?next=" + quote(request.path_qs, safe="/"))
 
 
-async def _resolve_viewer(request: web.Request) -> None:
+async def resolve_viewer(request: web.Request) -> None:
+    """The session (cookie) or token (header) behind a request, and its pre-session browser id."""
     identity = identity_of(request)  # a token in the Authorization header, if any
     sid = request.cookies.get(SESSION_COOKIE)
     if identity.anonymous and sid:
@@ -112,45 +96,3 @@ async def _resolve_viewer(request: web.Request) -> None:
     browser = request.cookies.get(BROWSER_COOKIE)
     request[BROWSER] = browser if browser and len(browser) <= 64 else secrets.token_urlsafe(24)
     request[VIEWER] = identity
-
-
-def page(handler: Handler) -> Handler:
-    """Wrap a UI handler: viewer, CSRF on POST, typed errors as HTML pages, security headers."""
-    from modelrepo.ui.render import error_page  # noqa: PLC0415 - render imports this module
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        if request.match_info.get("ns", "").lower() in RESERVED:
-            raise web.HTTPNotFound()  # another door's path: its usual JSON 404, not a UI page
-        await _resolve_viewer(request)
-        try:
-            if (viewer(request).anonymous and not request.app[SETTINGS].auth.allow_anonymous_read
-                    and request.path != "/login"):
-                return _finish(request, login_redirect(request))
-            if request.method == "POST":
-                request[FORM] = await check_csrf(request)
-            response = await handler(request)
-        except ModelrepoError as exc:
-            if isinstance(exc, Unauthenticated):
-                if "name" in request.match_info:
-                    # Anonymous visitors cannot tell a private model from a missing one.
-                    exc = model_not_found()
-                elif request.method == "GET":
-                    response = login_redirect(request)
-                    return _finish(request, response)
-            response = error_page(request, exc.status, exc.message)
-        except Exception:
-            log.exception("ui_error", path=request.path)
-            response = error_page(request, 500, "Something went wrong on our side. The error has been logged.")
-        return _finish(request, response)
-
-    wrapped.ui_page = True  # type: ignore[attr-defined]  # the authenticate middleware lets these through
-    wrapped.__name__ = handler.__name__
-    wrapped.__doc__ = handler.__doc__
-    return wrapped
-
-
-def _finish(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-    response.headers.update(SECURITY_HEADERS)
-    if SESSION not in request and request.cookies.get(BROWSER_COOKIE) != request[BROWSER]:
-        set_cookie(response, request, BROWSER_COOKIE, request[BROWSER])
-    return response

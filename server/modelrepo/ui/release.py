@@ -12,8 +12,8 @@ from modelrepo.git.snapshot import card_at
 from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, WEBHOOKS
 from modelrepo.models.service import Model
 from modelrepo.ui.browse import model_for_read, repo_context
-from modelrepo.ui.guard import FORM, page, redirect, viewer
-from modelrepo.ui.render import render
+from modelrepo.ui.guard import FORM, redirect, viewer
+from modelrepo.ui.render import page, render
 from modelrepo.web.api import _base_url as base_url
 
 
