@@ -38,6 +38,7 @@ from modelrepo.keys import (
 from modelrepo.ops import recovery
 from modelrepo.services import Services, build_services
 from modelrepo.settings import Settings
+from modelrepo import ui
 from modelrepo.web import api, git_http, hub_http, lfs_http, ops_http
 from modelrepo.web.internal import create_internal_app
 from modelrepo.web.middlewares import AccessLogger, ProtocolLog, authenticate, request_context
@@ -76,6 +77,7 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     git_http.add_routes(app)
     lfs_http.add_routes(app)
     hub_http.add_routes(app)
+    ui.add_routes(app)
 
     app.cleanup_ctx.append(_reinstall_hooks)
     app.cleanup_ctx.append(_internal_socket)

@@ -13,7 +13,9 @@ from modelrepo.errors import InvalidInput
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 # NAME_RE in words: what every refusal of a name says (the REST API, the CLI, the Hub API).
 NAME_RULE = "use 1–96 letters, digits, '.', '_' or '-', starting with a letter or digit"
-_RESERVED = {"api", "healthz", "readyz", "metrics", "info", "objects", "static"}
+# First path segments taken by other routes: the APIs, probes and the web UI's own pages.
+RESERVED = frozenset({"api", "healthz", "readyz", "metrics", "info", "objects", "static",
+                      "login", "logout", "new", "settings"})
 # Git ref component rules (git check-ref-format), enough to refuse anything git would.
 _REF_BAD = re.compile(r"(^[./-])|(\.\.)|([\x00-\x20~^:?*\[\\\x7f])|(@\{)|(\.lock$)|(/$)|(\.$)|(//)|(/\.)")
 
@@ -26,7 +28,7 @@ def check_name(value: object, what: str) -> str:
         raise InvalidInput(f"invalid {what} name {value!r}: '..' is not allowed")
     if value.lower().endswith(".git"):
         raise InvalidInput(f"invalid {what} name {value!r}: must not end with '.git'")
-    if what == "namespace" and value.lower() in _RESERVED:
+    if what == "namespace" and value.lower() in RESERVED:
         raise InvalidInput(f"invalid namespace name {value!r}: reserved")
     return value
 

@@ -84,6 +84,9 @@ class AuthSettings:
     # failure_window, that address gets 429 until the window has passed.
     max_failures: int = 20
     failure_window: Duration = Duration(300.0)
+    # Web UI sessions end after this long without a request, and this long after sign-in whatever happens.
+    session_idle: Duration = Duration(2 * 3600.0)
+    session_absolute: Duration = Duration(7 * 86400.0)
 
 
 @dataclass(frozen=True)

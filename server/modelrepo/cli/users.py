@@ -1,14 +1,17 @@
 """``modelrepo user``: create, list, disable and enable users."""
 
+import sys
+
 import click
 
+from modelrepo.accounts import passwords
 from modelrepo.cli.common import LOCAL_ADMIN, admin_command, echo_table, when
 from modelrepo.services import Services
 
 
 @click.group()
 def user() -> None:
-    """Manage users: create, list, disable, enable."""
+    """Manage users: create, list, disable, enable, set a web UI password."""
 
 
 @admin_command(user, "create")
@@ -46,3 +49,17 @@ async def user_enable(services: Services, name: str) -> None:
     """Enable a disabled user again: its tokens work again."""
     u = await services.accounts.set_disabled(LOCAL_ADMIN, name, False)
     click.echo(f"enabled user {u.name}")
+
+
+@admin_command(user, "set-password")
+@click.argument("name")
+async def user_set_password(services: Services, name: str) -> None:
+    """Set NAME's web UI password: prompted twice on a terminal, else the first line of stdin.
+
+    Ends NAME's web UI sessions; tokens keep working."""
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    await passwords.set_password(services.accounts, LOCAL_ADMIN, name, password)
+    click.echo(f"password set for {name}; their web UI sessions were ended")

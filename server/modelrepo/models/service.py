@@ -178,7 +178,9 @@ class Models:
 
     async def list(self, identity: Identity, *, namespace: str | None = None, search: str | None = None,
                    tag: str | None = None, library: str | None = None, pipeline_tag: str | None = None,
-                   keywords: list[str] | None = None, limit: int = 100, offset: int = 0) -> list[Model]:
+                   keywords: list[str] | None = None, card_license: str | None = None, order: str = "name",
+                   limit: int = 100, offset: int = 0) -> list[Model]:
+        """``order``: "name" (namespace/name) or "updated" (most recently updated first)."""
         role = memberships.c.role
         query = (sa.select(models, namespaces.c.name.label("ns_name"), role)
                  .join(namespaces, namespaces.c.id == models.c.namespace_id)
@@ -203,12 +205,18 @@ class Models:
                 sa.func.lower(models.c.library_name) == word.lower(), models.c.pipeline_tag == word))
         if pipeline_tag:
             query = query.where(models.c.pipeline_tag == pipeline_tag)
+        if card_license:
+            query = query.where(sa.func.json_extract(models.c.card_json, "$.license") == card_license)
         if search:
             like = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             query = query.where(sa.or_(sa.func.lower(models.c.name).like(like, escape="\\"),
                                        sa.func.lower(models.c.description).like(like, escape="\\"),
                                        (namespaces.c.name_key + "/" + models.c.name_key).like(like, escape="\\")))
-        query = query.order_by(namespaces.c.name_key, models.c.name_key).limit(limit).offset(offset)
+        if order == "updated":
+            query = query.order_by(models.c.updated_at.desc(), models.c.id.desc())
+        else:
+            query = query.order_by(namespaces.c.name_key, models.c.name_key)
+        query = query.limit(limit).offset(offset)
         async with self.catalog.read() as conn:
             rows = (await conn.execute(query)).all()
         return [_model(r, r.role) for r in rows]

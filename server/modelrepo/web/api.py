@@ -15,6 +15,7 @@ from modelrepo.errors import InvalidInput
 from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, SETTINGS, WEBHOOKS
 from modelrepo.models.card import schema_path
 from modelrepo.names import NAME_RE, NAME_RULE
+from modelrepo.accounts import passwords
 from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES
 from modelrepo.models.webhooks import EVENTS
 from modelrepo.web.bodies import read_json
@@ -123,6 +124,16 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 async def revoke_token(request: web.Request) -> web.Response:
     await request.app[ACCOUNTS].revoke_token(identity_of(request), request.match_info["user"], int_id(request))
+    return web.Response(status=204)
+
+
+SET_PASSWORD = _schema({"password": {"type": "string", "minLength": 1, "maxLength": 1024}}, ("password",))
+
+
+async def set_password(request: web.Request) -> web.Response:
+    body = await read_json(request, SET_PASSWORD)
+    await passwords.set_password(request.app[ACCOUNTS], identity_of(request), request.match_info["user"],
+                                 body["password"])
     return web.Response(status=204)
 
 
@@ -358,6 +369,9 @@ ROUTES: tuple[ApiRoute, ...] = (
              "Create a token (self or site admin); the token is returned once. Without a body: "
              "a read+write token with no name", CREATE_TOKEN, 201, body_required=False),
     ApiRoute("DELETE", "/api/v1/users/{user}/tokens/{id}", revoke_token, "Revoke a token", status=204),
+    ApiRoute("PUT", "/api/v1/users/{user}/password", set_password,
+             "Set a user's web UI password, at least 12 characters (self or site admin); ends their sessions",
+             SET_PASSWORD, 204),
     ApiRoute("GET", "/api/v1/namespaces", list_namespaces, "Namespaces the caller belongs to (all, for a site admin)"),
     ApiRoute("POST", "/api/v1/namespaces", create_namespace, "Create a namespace (site admin)", CREATE_NAMESPACE, 201),
     ApiRoute("GET", "/api/v1/namespaces/{ns}", get_namespace,

@@ -142,7 +142,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             return await handler(request)
         structlog.contextvars.bind_contextvars(user=identity.name)
     elif (not request.app[SETTINGS].auth.allow_anonymous_read and request.path not in ANONYMOUS_ALWAYS
-          and not _signed_lfs_href(request)):
+          and not _signed_lfs_href(request) and not getattr(request.match_info.handler, "ui_page", False)):
+        # Web UI pages see the session cookie themselves and send anonymous visitors to /login.
         raise Unauthenticated("authentication required")
     request[IDENTITY] = identity
     return await handler(request)
