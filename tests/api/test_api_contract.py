@@ -124,6 +124,12 @@ async def test_lone_surrogates_are_400_naming_the_field(acme):  # noqa: F811
     r = await api.client.post("/api/v1/models", headers=headers, data=b'{"namespace": "acme", "\\ud800": 1}')
     assert r.status == 400
     assert (await api.ok("admin", "GET", "/api/v1/models")) == []
+    # The Hub door: a tag message of a lone surrogate is a 400 naming the field, not a 409.
+    await api.ok("alice", "POST", "/api/v1/models", {"namespace": "acme", "name": "m"})
+    r = await api.client.post("/api/models/acme/m/tag/main", headers=headers, data=b'{"tag": "t", "message": "\\ud800"}')
+    assert r.status == 400 and (await r.json())["error"].startswith("message:")
+    refs = await api.ok("alice", "GET", "/api/v1/models/acme/m/refs")
+    assert not [t for t in refs["tags"] if t["name"] == "t"]
 
 
 async def test_model_card_schema_is_served(api, settings):

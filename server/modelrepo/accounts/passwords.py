@@ -5,6 +5,7 @@ hashing and verifying run in a thread. Setting a password ends the user's browse
 """
 
 import asyncio
+import functools
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -19,9 +20,14 @@ from modelrepo.errors import InvalidInput, NotFound
 MIN_LENGTH = 12
 MAX_LENGTH = 1024  # argon2 takes any length; a megabyte "password" is only a way to burn CPU
 _hasher = PasswordHasher()
-# Verified against when the user does not exist or has no password, so that the answer takes as
-# long as for a real account and timing does not tell which user names exist.
-_DUMMY = _hasher.hash("modelrepo-no-such-password")
+
+
+@functools.cache
+def _dummy() -> str:
+    """Verified against when the user does not exist or has no password, so that the answer takes
+    as long as for a real account and timing does not tell which user names exist. Made on first
+    use: hashing costs tens of milliseconds that no CLI command should pay at import."""
+    return _hasher.hash("modelrepo-no-such-password")
 
 
 def check_password_rules(password: object) -> str:
@@ -58,7 +64,7 @@ async def verify(accounts: Accounts, user_name: str, password: str) -> Identity 
 
     def check() -> bool:
         try:
-            return _hasher.verify(stored or _DUMMY, password) and stored is not None
+            return _hasher.verify(stored or _dummy(), password) and stored is not None
         except (VerificationError, InvalidHashError):
             return False
 
