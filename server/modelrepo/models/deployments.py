@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -33,8 +34,10 @@ def _json(row: sa.Row, model: str) -> dict:
 
 class Deployments:
     def __init__(self, catalog: Catalog, models_: Models, required_fields: tuple[str, ...],
-                 wake: Callable[[], None], clone_url: Callable[[Model], str]) -> None:
+                 wake: Callable[[], None], clone_url: Callable[[Model], str], card_schema: Path | None = None) -> None:
         self.catalog = catalog
+        # The card gate reads cards with the schema the push judge uses (push.model_card_schema).
+        self.card_schema = card_schema
         self.models = models_
         self.required = required_fields
         self.wake = wake
@@ -67,7 +70,8 @@ class Deployments:
             raise InvalidInput("target must be a string")
         if not isinstance(params, dict):
             raise InvalidInput("params must be an object")
-        at = await asyncio.to_thread(read_at, self.models.path(model), f"refs/tags/{revision}")
+        at = await asyncio.to_thread(read_at, self.models.path(model), f"refs/tags/{revision}",
+                                     self.card_schema)
         if at is None:
             raise Unprocessable(f"revision {revision!r} is not a tag of {model.full_name}: deployments are made "
                                 f"from release tags (git tag -a {revision} && git push origin {revision})",
