@@ -11,7 +11,7 @@ from modelrepo.services import Services
 
 @click.group()
 def user() -> None:
-    """Manage users: create, list, disable, enable, set a web UI password."""
+    """Manage users: create, list, disable, enable, set-password."""
 
 
 @admin_command(user, "create")
@@ -54,7 +54,7 @@ async def user_enable(services: Services, name: str) -> None:
 @admin_command(user, "set-password")
 @click.argument("name")
 async def user_set_password(services: Services, name: str) -> None:
-    """Set NAME's web UI password: prompted twice on a terminal, else the first line of stdin.
+    """Set a web UI password (prompted, or read from stdin).
 
     Ends NAME's web UI sessions; tokens keep working."""
     if sys.stdin.isatty():
