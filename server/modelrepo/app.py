@@ -19,6 +19,7 @@ from modelrepo.keys import (
     HUB,
     HUB_COMMITS,
     INFLIGHT,
+    INSPECTIONS,
     LFS,
     LIMITER,
     METRICS,
@@ -38,6 +39,7 @@ from modelrepo.models.deployments import Deployments
 from modelrepo.git.runner import GitRunner
 from modelrepo.hub.service import Hub
 from modelrepo.hub.commits import HubCommits
+from modelrepo.inspect.service import Inspections
 from modelrepo.lfs.service import Lfs
 from modelrepo.lfs.locks import Locks
 from modelrepo.models.service import Models
@@ -76,18 +78,22 @@ def create_app(settings: Settings) -> web.Application:
     app[MODELS] = models
     app[GIT] = GitRunner(settings.git.binary)
     effects = PushEffects(catalog, models.path, worker.wake)
+    store = open_store(settings)
+    app[INSPECTIONS] = inspections = Inspections(catalog, store)
     app[DEPLOYMENTS] = Deployments(catalog, models, tuple(settings.deploy.required_fields), worker.wake,
-                                   lambda m: f"{settings.server.base_url()}/{m.full_name}.git")
-    app[REFS] = RefChanges(models, effects, app[DEPLOYMENTS])
+                                   lambda m: f"{settings.server.base_url()}/{m.full_name}.git",
+                                   inspections, settings.deploy.require_safe_weights)
+    app[REFS] = RefChanges(models, effects, app[DEPLOYMENTS], inspections, settings.push.pickle_policy)
     app[PUSHES] = PushSessions()
     app[INFLIGHT] = InFlight()
     signer = ActionSigner(load_or_create_key(settings.secret_key_path))
-    app[LFS] = Lfs(catalog, app[MODELS], open_store(settings), signer, settings.lfs)
+    app[LFS] = Lfs(catalog, app[MODELS], store, signer, settings.lfs, on_verified=inspections.schedule)
     app[LOCKS] = Locks(catalog)
-    app[RECEIVE] = Receive(settings, models, app[LFS], app[DEPLOYMENTS], effects, app[GIT], metrics)
-    app[HUB] = Hub(models, accounts, app[REFS])
+    app[RECEIVE] = Receive(settings, models, app[LFS], app[DEPLOYMENTS], effects, app[GIT], metrics, inspections)
+    app[HUB] = Hub(models, accounts, app[REFS], inspections)
     app[HUB_COMMITS] = HubCommits(models, app[LFS], app[DEPLOYMENTS], effects, app[GIT], settings.push.max_plain_blob,
-                                  tuple(settings.push.weight_patterns), settings.limits.max_commit_body)
+                                  tuple(settings.push.weight_patterns), settings.limits.max_commit_body,
+                                  inspections, settings.push.pickle_policy)
 
     api.add_routes(app)
     ops_http.add_routes(app)
@@ -106,6 +112,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _close_catalog(app: web.Application) -> None:
+    await app[INSPECTIONS].drain()  # their reads run on this loop: finish them before the store closes
     await app[LFS].store.close()
     await app[CATALOG].close()
 

@@ -288,3 +288,4 @@ async def model_list(settings: Settings, accounts: Accounts, models: Models) -> 
 
 
 from modelrepo.cli import ops as cli_ops  # noqa: F401,E402
+from modelrepo.cli import inspect as cli_inspect  # noqa: F401,E402

@@ -25,6 +25,8 @@ from modelrepo.push import rules as rules
 from modelrepo.accounts.access import Identity
 from modelrepo.models.deployments import Deployments
 from modelrepo.git.runner import GitRunner
+from modelrepo.inspect.policy import gather_findings, pickle_problems, pushed_files, repo_blob_reader
+from modelrepo.inspect.service import Inspections
 from modelrepo.lfs.service import OID_RE, Lfs
 from modelrepo.models.service import Model, Models
 from modelrepo.push.effects import PushEffects
@@ -150,7 +152,8 @@ def _pattern_for(path: str, weight_patterns: tuple[str, ...]) -> str:
 
 class HubCommits:
     def __init__(self, models: Models, lfs: Lfs, deployments: Deployments, effects: PushEffects, git: GitRunner,
-                 max_plain_blob: int, weight_patterns: tuple[str, ...], max_body: int) -> None:
+                 max_plain_blob: int, weight_patterns: tuple[str, ...], max_body: int,
+                 inspections: Inspections | None = None, pickle_policy: str = "refuse") -> None:
         self.models = models
         self.lfs = lfs
         self.deployments = deployments
@@ -159,6 +162,8 @@ class HubCommits:
         self.max_plain_blob = max_plain_blob
         self.weight_patterns = weight_patterns
         self.max_body = max_body
+        self.inspections = inspections
+        self.pickle_policy = pickle_policy
 
     async def commit(self, identity: Identity, ns: str, name: str, revision: str, body: AsyncIterator[bytes],
                      clone_url: str) -> str:
@@ -218,6 +223,9 @@ class HubCommits:
             [update], namespace_admin=identity.namespace_admin(model.role),
             default_branch=model.default_branch, allow_force_push=model.allow_force_push,
             deployed=await self.deployments.live_refs(model.id), non_fast_forward=set())
+        if self.inspections is not None:  # inspect (issue 13); moves into push/judge.py at merge
+            found = await gather_findings(self.inspections, pushed_files(blobs, linked), repo_blob_reader(path))
+            problems += [message for _c, message, _p in pickle_problems(found, self.pickle_policy)]
         if problems:
             raise Unprocessable("commit refused: " + " | ".join(problems), code="commit_refused")
         await self._swap(path, ref, new_commit, tip)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelrepo.inspect.policy import Finding, pickle_problems
 from modelrepo.models.card import MAX_CARD_BYTES, parse_card
 from modelrepo.push import rules as rules
 from modelrepo.git.runner import GitRunner
@@ -179,7 +180,8 @@ async def gather(reader: GitReader, updates: list[RefUpdate], default_branch: st
 
 def judge(facts: PushFacts, updates: list[RefUpdate], *, limits: PushLimits, namespace_admin: bool,
           default_branch: str, allow_force_push: bool, deployed: dict[str, str],
-          linked: dict[str, int], schema_file: Path | None = None) -> list[str]:
+          linked: dict[str, int], schema_file: Path | None = None,
+          pickles: list[Finding] = (), pickle_policy: str = "refuse") -> list[str]:
     """Every reason to refuse this push (empty: accept)."""
     problems = rules.check_ref_updates(updates, namespace_admin=namespace_admin, default_branch=default_branch,
                                        allow_force_push=allow_force_push, deployed=deployed,
@@ -194,6 +196,8 @@ def judge(facts: PushFacts, updates: list[RefUpdate], *, limits: PushLimits, nam
     problems += rules.check_lfs_objects(pointers, linked, branch)
     for ref, readme in facts.cards.items():
         problems += rules.check_card(ref, parse_card(readme, schema_file))
+    # inspect (issue 13): dangerous pickles under push.pickle_policy; moves into push/judge.py at merge
+    problems += [message for _code, message, _path in pickle_problems(pickles, pickle_policy)]
     return problems
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import structlog
 
+from modelrepo.inspect.policy import gather_findings, pickle_warnings, pushed_files
+from modelrepo.inspect.service import Inspections
 from modelrepo.metrics import Metrics
 from modelrepo.settings import Settings
 from modelrepo.models.deployments import Deployments
@@ -32,7 +34,7 @@ def parse_updates(raw: object) -> list[RefUpdate]:
 
 class Receive:
     def __init__(self, settings: Settings, models: Models, lfs: Lfs, deployments: Deployments,
-                 effects: PushEffects, git: GitRunner, metrics: Metrics) -> None:
+                 effects: PushEffects, git: GitRunner, metrics: Metrics, inspections: Inspections | None = None) -> None:
         self.settings = settings
         self.models = models
         self.lfs = lfs
@@ -40,6 +42,7 @@ class Receive:
         self.effects = effects
         self.git = git
         self.metrics = metrics
+        self.inspections = inspections
         self.limits = PushLimits(settings.push.max_plain_blob, tuple(settings.push.weight_patterns))
 
     async def pre(self, session: PushSession, updates: list[RefUpdate], env: dict, cwd: str) -> list[str]:
@@ -51,6 +54,7 @@ class Receive:
         reader = GitReader(self.git, path, quarantine_env(env, cwd))
         facts = await gather(reader, updates, model.default_branch, self.limits.weight_patterns)
         linked = await self.lfs.linked_sizes(model.id, pointer_oids(facts))
+        pickles = await self._pickles(reader, facts, linked)
         identity = session.identity
         # In a thread: YAML parsing and schema validation are CPU work.
         problems = await asyncio.to_thread(
@@ -58,7 +62,10 @@ class Receive:
             namespace_admin=identity.namespace_admin(model.role),
             default_branch=model.default_branch, allow_force_push=model.allow_force_push,
             deployed=await self.deployments.live_refs(model.id), linked=linked,
-            schema_file=self.settings.push.model_card_schema)
+            schema_file=self.settings.push.model_card_schema,
+            pickles=pickles, pickle_policy=self.settings.push.pickle_policy)
+        for _code, message, path in pickle_warnings(pickles, self.settings.push.pickle_policy):
+            log.warning("dangerous_pickle_accepted", model=model.full_name, path=path, detail=message)
         if problems:
             for reason in sorted({reason_of(p) for p in problems}):
                 self.metrics.pushes.labels("refused", reason).inc()
@@ -67,6 +74,16 @@ class Receive:
         log.info("pre_receive", model=model.full_name, refs=[u.ref for u in updates], blobs=len(facts.blobs),
                  refused=len(problems), duration_ms=round((time.perf_counter() - started) * 1000, 1))
         return problems
+
+    async def _pickles(self, reader: GitReader, facts, linked: dict[str, int]) -> list:
+        """inspect (issue 13): what the pushed weights hold; plain blobs are read from the quarantine."""
+        if self.inspections is None:
+            return []
+
+        async def read_blob(oid: str) -> bytes | None:
+            return (await reader.contents([oid])).get(oid)
+
+        return await gather_findings(self.inspections, pushed_files(facts.blobs, linked), read_blob)
 
     async def post(self, session: PushSession, updates: list[RefUpdate]) -> None:
         model = await self.models.for_read(session.identity, session.namespace, session.name)

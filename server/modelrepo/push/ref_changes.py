@@ -9,6 +9,8 @@ from modelrepo.errors import Conflict, Forbidden, Unprocessable
 from modelrepo.names import check_ref_name
 from modelrepo.git import repos
 from modelrepo.accounts.access import Identity
+from modelrepo.inspect.policy import gather_findings, pickle_problems, repo_blob_reader, tree_files
+from modelrepo.inspect.service import Inspections
 from modelrepo.models.deployments import Deployments
 from modelrepo.models.service import Model, Models
 from modelrepo.push.effects import PushEffects
@@ -17,10 +19,13 @@ from modelrepo.git.snapshot import read_at
 
 
 class RefChanges:
-    def __init__(self, models: Models, effects: PushEffects, deployments: Deployments) -> None:
+    def __init__(self, models: Models, effects: PushEffects, deployments: Deployments,
+                 inspections: Inspections | None = None, pickle_policy: str = "refuse") -> None:
         self.models = models
         self.effects = effects
         self.deployments = deployments
+        self.inspections = inspections
+        self.pickle_policy = pickle_policy
 
     async def _guard(self, identity: Identity, model: Model, update: RefUpdate) -> None:
         problems = check_ref_updates(
@@ -38,6 +43,12 @@ class RefChanges:
         problems = check_card(what, at[1])
         if problems:
             raise Unprocessable("; ".join(problems), code="invalid_model_card")
+        if self.inspections is not None and what.startswith("refs/tags/"):  # inspect (issue 13)
+            path = self.models.path(model)
+            found = await gather_findings(self.inspections, tree_files(at[2]), repo_blob_reader(path))
+            refused = pickle_problems(found, self.pickle_policy)
+            if refused:
+                raise Unprocessable("; ".join(m for _c, m, _p in refused), code="dangerous_pickle")
 
     async def create_tag(self, identity: Identity, namespace: str, name: str, tag: str, revision: str,
                          message: str, clone_url: str) -> dict:

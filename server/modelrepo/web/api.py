@@ -12,7 +12,7 @@ from aiohttp import web
 
 from modelrepo import __version__
 from modelrepo.errors import InvalidInput, TooLarge
-from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, SETTINGS, WEBHOOKS
+from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, INSPECTIONS, MODELS, REFS, SETTINGS, WEBHOOKS
 from modelrepo.names import NAME_RE
 from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES, check_namespace_admin
 from modelrepo.models.webhooks import EVENTS
@@ -209,8 +209,10 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     models = request.app[MODELS]
     model = await models.for_read(identity_of(request), request.match_info["ns"], request.match_info["name"])
-    return _json({**model.to_json(_base_url(request)), "files": await models.files(model),
-                  "refs": await models.refs(identity_of(request), model.namespace, model.name)})
+    files = await models.files(model)
+    return _json({**model.to_json(_base_url(request)), "files": files,
+                  "refs": await models.refs(identity_of(request), model.namespace, model.name),
+                  **await request.app[INSPECTIONS].model_fields(files)})  # inspect: safetensors, gguf, security
 
 
 UPDATE_MODEL = _schema({"description": {"type": "string", "maxLength": 10000},
