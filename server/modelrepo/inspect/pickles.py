@@ -8,6 +8,7 @@ stays flat and, through a ``RangeReader``, skipped bytes are never fetched. Whic
 dangerous is picklescan's list (``classify``).
 """
 
+import io
 import logging
 import pickletools
 import struct
@@ -18,6 +19,7 @@ from typing import BinaryIO
 from picklescan.scanner import SafetyLevel, _build_scan_result_from_raw_globals
 
 from modelrepo.inspect.errors import NotInspectable
+from modelrepo.inspect.reader import MAX_LINE
 
 # picklescan logs each finding through stdlib logging; ours are structured (service.py).
 logging.getLogger("picklescan").setLevel(logging.ERROR)
@@ -80,27 +82,46 @@ def classify(found: list[tuple[str, str]]) -> list[Import]:
     return [Import(m, n, verdict[(m, n)]) for m, n in unique]
 
 
-def _read_arg(f: BinaryIO, op: pickletools.OpcodeInfo):
-    """The argument of ``op``: its value when short, None when skipped (long data)."""
-    arg = op.arg
-    if arg is None:
-        return None
-    prefix = _LENGTH_PREFIX.get(arg.n)
-    if prefix is None:  # fixed size or up to a newline: pickletools' own (bounded) readers
-        return arg.reader(f)
-    raw = f.read(struct.calcsize(prefix))
-    if len(raw) != struct.calcsize(prefix):
-        raise ValueError(f"{op.name}: truncated length")
-    (n,) = struct.unpack(prefix, raw)
-    if n < 0:
-        raise ValueError(f"{op.name}: negative length")
-    if n > KEPT_ARG or op.name not in _STRINGS:
-        f.seek(n, 1)  # past the end is found by the next read
-        return None
-    data = f.read(n)
-    if len(data) != n:
-        raise ValueError(f"{op.name}: truncated argument")
-    return data.decode("utf-8", errors="replace")
+_FIXED = {"uint1": "<B", "uint2": "<H", "int4": "<i", "uint4": "<I", "uint8": "<Q", "float8": ">d"}
+# What the walk does per opcode.
+_OTHER, _STOP, _GLOBAL, _STACK_GLOBAL, _MEMOIZE, _PUT, _GET, _STRING = range(8)
+
+
+def _action(name: str) -> int:
+    if name == "STOP":
+        return _STOP
+    if name in ("GLOBAL", "INST"):
+        return _GLOBAL
+    if name == "STACK_GLOBAL":
+        return _STACK_GLOBAL
+    if name == "MEMOIZE":
+        return _MEMOIZE
+    if name in _MEMO_PUT:
+        return _PUT
+    if name in _MEMO_GET:
+        return _GET
+    return _STRING if name in _STRINGS else _OTHER
+
+
+def _table() -> dict[bytes, tuple]:
+    """opcode byte -> (name, action, argument kind, struct or reader). Built once: the walk does
+    one dict lookup per opcode, which is what keeps a 10,000-opcode state dict in milliseconds."""
+    table = {}
+    for code, op in _OPS.items():
+        arg = op.arg
+        if arg is None:
+            spec: tuple = ("none", None)
+        elif arg.n in _LENGTH_PREFIX:
+            spec = ("prefixed", struct.Struct(_LENGTH_PREFIX[arg.n]))
+        elif arg.name in _FIXED:
+            spec = ("fixed", struct.Struct(_FIXED[arg.name]))
+        else:  # up to a newline: pickletools' reader, over our bounded readline
+            spec = ("line", arg.reader)
+        table[code] = (op.name, _action(op.name), *spec)
+    return table
+
+
+_TABLE = _table()
 
 
 def walk_one(f: BinaryIO, found: list[tuple[str, str]]) -> None:
@@ -108,40 +129,68 @@ def walk_one(f: BinaryIO, found: list[tuple[str, str]]) -> None:
     Raises ValueError where the stream is not a valid pickle."""
     memo: dict[int, object] = {}
     recent: deque = deque(maxlen=2)  # the last two values pushed (for STACK_GLOBAL)
-    last = None
+    read, table = f.read, _TABLE
     while True:
-        code = f.read(1)
-        if not code:
-            raise ValueError("pickle ends without STOP")
-        op = _OPS.get(code)
-        if op is None:
-            raise ValueError(f"invalid opcode {code!r} at byte {f.tell() - 1}")
-        value = _read_arg(f, op)
-        name = op.name
-        if name == "STOP":
-            return
-        if name in ("GLOBAL", "INST"):
+        code = read(1)
+        entry = table.get(code)
+        if entry is None:
+            raise ValueError("pickle ends without STOP" if not code else
+                             f"invalid opcode {code!r} at byte {f.tell() - 1}")
+        name, action, kind, how = entry
+        value = None
+        if kind == "fixed":
+            raw = read(how.size)
+            if len(raw) != how.size:
+                raise ValueError(f"{name}: truncated argument")
+            value = how.unpack(raw)[0]
+        elif kind == "prefixed":
+            raw = read(how.size)
+            if len(raw) != how.size:
+                raise ValueError(f"{name}: truncated length")
+            n = how.unpack(raw)[0]
+            if n < 0:
+                raise ValueError(f"{name}: negative length")
+            if action == _STRING and n <= KEPT_ARG:
+                data = read(n)
+                if len(data) != n:
+                    raise ValueError(f"{name}: truncated argument")
+                value = data.decode("utf-8", errors="replace")
+            else:
+                f.seek(n, 1)  # long data is skipped, never read; past the end shows at the next read
+        elif kind == "line":
+            value = how(f)
+        if action == _OTHER:
+            recent.append(None)
+        elif action == _STRING:
+            recent.append(value)
+        elif action == _GET:
+            recent.append(memo.get(int(value)))
+        elif action in (_MEMOIZE, _PUT):  # memoizing does not push
+            if len(memo) < MAX_MEMO:
+                memo[len(memo) if action == _MEMOIZE else int(value)] = recent[-1] if recent else None
+        elif action == _GLOBAL:
             module, _, attr = str(value).partition(" ")
             found.append((module, attr))
-            last = None
-        elif name == "STACK_GLOBAL":
-            values = list(recent)
-            if len(values) == 2 and all(isinstance(v, str) for v in values):
-                found.append((values[0], values[1]))
+            recent.append(None)
+        elif action == _STACK_GLOBAL:
+            if len(recent) == 2 and all(isinstance(v, str) for v in recent):
+                found.append((recent[0], recent[1]))
             else:
                 found.append(("unknown", "unknown"))  # a name built at run time: dangerous
-            last = None
-        elif name in _MEMO_PUT:
-            if len(memo) < MAX_MEMO:
-                memo[len(memo) if name == "MEMOIZE" else int(value)] = last
-            continue  # memoizing does not push
-        elif name in _MEMO_GET:
-            last = memo.get(int(value))
-        elif name in _STRINGS:
-            last = value
-        else:
-            last = None
-        recent.append(last)
+            recent.append(None)
+        else:  # STOP
+            return
+
+
+class _Buffered(io.BufferedReader):
+    """One opcode is one ``read(1)``: C buffering makes them cheap. Seeks past the buffer reach
+    the raw reader (nothing fetched); readline is bounded as the raw reader's is."""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return super().readline(MAX_LINE if size is None or size < 0 else min(size, MAX_LINE))
+
+    def close(self) -> None:  # the raw reader belongs to the caller
+        pass
 
 
 def walk(f: BinaryIO, member: str | None = None) -> PickleScan:
@@ -150,6 +199,7 @@ def walk(f: BinaryIO, member: str | None = None) -> PickleScan:
     what follows the last one is data, which ``torch.load`` never unpickles."""
     scan = PickleScan(member=member)
     found: list[tuple[str, str]] = []
+    f = _Buffered(f, 256 * 1024)  # type: ignore[arg-type]
     try:
         walk_one(f, found)
     except (ValueError, struct.error, UnicodeDecodeError) as exc:
