@@ -1,77 +1,26 @@
 """What is inside pushed weights, end to end: real git + git-lfs pushes of files made here with the
 real libraries, the push policy, the API, huggingface_hub, the deploy gate and the backfill.
 
-The malicious pickles call os.system("touch <canary>") if anyone ever loads them; every test that
-pushes one checks the canary is still absent (the daemon lists imports, it never unpickles)."""
+Every test that pushes a malicious pickle checks its canary is still absent (the daemon lists
+imports, it never unpickles)."""
 
-import io
-import json
 import os
 import pickle
 import shutil
 import sqlite3
 import subprocess
-import zipfile
 
-import gguf
 import numpy as np
 import pytest
 from safetensors.numpy import save
 
 from ..helpers import MODELREPO, Git, start_daemon
+from ..weights import SHARDED_PARAMETERS, evil_pickle, gguf_bytes, sharded_model, torch_zip
 from .test_hooks_webhooks import CARD, push, refused
 from .test_hub import hf
 
 pytestmark = pytest.mark.skipif(shutil.which("git-lfs") is None, reason="git-lfs is not installed")
 LFS_TRACK = ("*.safetensors", "*.gguf", "*.pkl", "*.bin", "*.pt")
-
-
-class Payload:
-    def __init__(self, canary) -> None:
-        self.canary = str(canary)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.canary}",))
-
-
-def evil_pickle(canary) -> bytes:
-    return pickle.dumps({"state_dict": {"w": [0.5]}, "x": Payload(canary)})
-
-
-def torch_zip(pkl: bytes) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", pkl)
-        z.writestr("archive/data/0", b"\0" * 4096)
-        z.writestr("archive/version", b"3\n")
-    return buf.getvalue()
-
-
-def gguf_file(tmp_path) -> bytes:
-    path = tmp_path / "tiny.gguf"
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_context_length(2048)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    w.add_tensor("token_embd.weight", np.zeros((64, 8), np.float16))
-    w.add_tensor("output_norm.weight", np.zeros((8,), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path.read_bytes()
-
-
-def sharded_model() -> dict[str, bytes]:
-    shard1 = save({"embed.weight": np.zeros((100, 16), np.float32), "ids": np.zeros((4, 8), np.int64)})
-    shard2 = save({"head.weight": np.zeros((16, 10), np.float16), "head.bias": np.zeros((10,), np.float32)})
-    index = {"metadata": {"total_size": 0}, "weight_map": {
-        "embed.weight": "model-00001-of-00002.safetensors", "ids": "model-00001-of-00002.safetensors",
-        "head.weight": "model-00002-of-00002.safetensors", "head.bias": "model-00002-of-00002.safetensors"}}
-    return {"model-00001-of-00002.safetensors": shard1, "model-00002-of-00002.safetensors": shard2,
-            "model.safetensors.index.json": json.dumps(index).encode()}
-
-
-SHARDED_PARAMETERS = {"F32": 1600 + 10, "I64": 32, "F16": 160}
 
 
 def new_work(git, tmp_path, files: dict, name="w"):
@@ -109,7 +58,7 @@ def inspections_rows(d) -> dict[str, tuple]:
 
 def test_pushed_weights_show_parameters_gguf_and_a_safe_verdict(d, git, tmp_path):
     d.ok("POST", "/api/v1/models", body={"namespace": "acme", "name": "tiny"})
-    files = {**sharded_model(), "tiny.gguf": gguf_file(tmp_path), "training_args.pkl": pickle.dumps({"lr": 0.1}),
+    files = {**sharded_model(), "tiny.gguf": gguf_bytes(tmp_path), "training_args.pkl": pickle.dumps({"lr": 0.1}),
              "tokenizer.pickle": pickle.dumps(["a", "b"])}  # *.pickle is no weight pattern: a plain blob
     work = new_work(git, tmp_path, files)
     assert push(git, d, work, "acme/tiny").returncode == 0
@@ -245,11 +194,8 @@ def test_inspection_reads_headers_through_s3(s3_server, git, tmp_path):
     try:
         d.ok("POST", "/api/v1/models", body={"namespace": "acme", "name": "big"})
         weights = save({"w": np.zeros((4 * 1024 * 1024,), np.float32)})
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-            z.writestr("archive/data.pkl", evil_pickle(canary))
-            z.writestr("archive/data/0", os.urandom(16 * 1024 * 1024))
-        work = new_work(git, tmp_path, {"model.safetensors": weights, "pytorch_model.bin": buf.getvalue()})
+        checkpoint = torch_zip(evil_pickle(canary), os.urandom(16 * 1024 * 1024))
+        work = new_work(git, tmp_path, {"model.safetensors": weights, "pytorch_model.bin": checkpoint})
         assert push(git, d, work, "acme/big").returncode == 0
         info = d.ok("GET", "/api/v1/models/acme/big")
         assert info["safetensors"]["total"] == 4 * 1024 * 1024 and info["security"]["status"] == "dangerous"

@@ -7,7 +7,6 @@ import pickle
 import struct
 import zipfile
 
-import gguf
 import numpy as np
 import pytest
 from safetensors.numpy import save
@@ -18,29 +17,7 @@ from modelrepo.inspect.reader import RangeReader, bytes_reader
 from modelrepo.inspect.refs import FileRef
 from modelrepo.inspect.summary import hub_fields, model_fields
 
-
-class Payload:
-    """Pickles to a call of os.system that would create ``canary``, if anyone ever loaded it."""
-
-    def __init__(self, canary: str) -> None:
-        self.canary = canary
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.canary}",))
-
-
-def evil_pickle(canary, protocol=pickle.DEFAULT_PROTOCOL) -> bytes:
-    return pickle.dumps({"state_dict": {"w": [1.0, 2.0]}, "hook": Payload(str(canary))}, protocol=protocol)
-
-
-def torch_zip(pkl: bytes, big_member: int = 64) -> bytes:
-    """The layout torch.save writes: archive/data.pkl, tensor storages under archive/data/, stored."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", pkl)
-        z.writestr("archive/data/0", b"\0" * big_member)
-        z.writestr("archive/version", b"3\n")
-    return buf.getvalue()
+from ..weights import Payload, evil_pickle, gguf_bytes, torch_zip
 
 
 def run(data: bytes, path: str) -> dict:
@@ -71,23 +48,14 @@ def test_truncated_and_lying_safetensors_are_not_inspectable():
 
 
 def test_gguf_metadata(tmp_path):
-    path = tmp_path / "m.gguf"
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("tiny")
-    w.add_context_length(4096)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    w.add_token_list([f"tok{i}" for i in range(5000)])  # a vocabulary is skipped, not kept
-    w.add_tensor("token_embd.weight", np.zeros((32, 16), np.float16))
-    w.add_tensor("output_norm.weight", np.zeros((16,), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    r = run(path.read_bytes(), "m.gguf")
+    data = gguf_bytes(tmp_path, name="tiny", context=4096, vocab=5000,  # a vocabulary is skipped, not kept
+                      tensors={"token_embd.weight": np.zeros((32, 16), np.float16),
+                               "output_norm.weight": np.zeros((16,), np.float32)})
+    r = run(data, "m.gguf")
     assert r["kind"] == "gguf" and r["architecture"] == "llama" and r["name"] == "tiny"
     assert r["parameters"] == 32 * 16 + 16 and r["tensors"] == 2 and r["context_length"] == 4096
     assert r["file_type"] == "MOSTLY_F16" and r["tensor_types"] == {"F16": 1, "F32": 1}
-    r = run(path.read_bytes()[:200], "m.gguf")
+    r = run(data[:200], "m.gguf")
     assert r["error"] == "not inspectable: truncated GGUF header"
 
 
