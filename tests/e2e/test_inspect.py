@@ -132,7 +132,11 @@ def test_warn_policy_deploy_gate_api_tag_and_backfill(git, tmp_path):
         clean = new_work(git, tmp_path, {"model.safetensors": save({"w": np.ones(3, np.float32)})}, "clean")
         for work, name in ((risky, "risky"), (benign, "benign"), (clean, "clean")):
             git.run("tag", "-a", "v1", "-m", "release", cwd=work)
-            assert push(git, d, work, f"acme/{name}", "main", "v1").returncode == 0
+            pushed = push(git, d, work, f"acme/{name}", "main", "v1")
+            assert pushed.returncode == 0, pushed.stderr
+            warned = "modelrepo: warning: pytorch_model.bin: archive/data.pkl imports posix.system" in \
+                pushed.stderr.decode()
+            assert warned == (name == "risky"), pushed.stderr
         sec = d.ok("GET", "/api/v1/models/acme/risky")["security"]
         assert sec["status"] == "dangerous"
         [entry] = sec["files"]

@@ -66,6 +66,7 @@ class Receive:
             pickles=pickles, pickle_policy=self.settings.push.pickle_policy)
         for _code, message, path in pickle_warnings(pickles, self.settings.push.pickle_policy):
             log.warning("dangerous_pickle_accepted", model=model.full_name, path=path, detail=message)
+            session.warnings.append(message)
         if problems:
             for reason in sorted({reason_of(p) for p in problems}):
                 self.metrics.pushes.labels("refused", reason).inc()
