@@ -113,7 +113,18 @@ def test_text_that_is_not_a_pickle():
     """Named like a pickle, pickle.load would be tried on it: flagged, not passed as safe."""
     assert run(b"hello, I am a README", "notes.pkl") == {
         "kind": "pickle", "status": "warning", "error": "not inspectable: not a pickle: invalid opcode b',' at byte 5"}
-    assert run(b"\x80 random bytes, not a pickle", "weights.dat") == {"kind": "other", "status": None}
+    assert run(b"\x80 random bytes, not a pickle", "weights.dat") == {"kind": "other", "status": None, "named": True}
+
+
+def test_torch_names_hold_pickles_or_data(tmp_path):
+    """torch.load runs a protocol-0 pickle named .pt as readily as a zip; raw tensor data in a .bin
+    (ONNX external data, say) is not a finding."""
+    canary = tmp_path / "pwned"
+    assert run(evil_pickle(canary, protocol=0), "legacy.pt")["status"] == "dangerous"
+    raw = np.random.default_rng(7).standard_normal(4096).astype(np.float32).tobytes()
+    assert run(raw, "model.onnx_data.bin") == {"kind": "other", "status": None, "named": True}
+    assert inspect_file(bytes_reader(raw), "").to_json()["named"] is False  # content only: redone with a name
+    assert not canary.exists()
 
 
 def test_range_reader_counts_and_seeks():

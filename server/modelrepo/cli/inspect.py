@@ -13,7 +13,7 @@ from modelrepo.git.snapshot import list_files, read_refs
 from modelrepo.inspect.formats import worth_inspecting
 from modelrepo.inspect.policy import MAX_BLOB_READ, repo_blob_reader
 from modelrepo.inspect.refs import FileRef
-from modelrepo.inspect.service import Inspections, stale
+from modelrepo.inspect.service import Inspections
 from modelrepo.inspect.summary import security
 from modelrepo.models.service import Models
 from modelrepo.settings import Settings
@@ -52,8 +52,8 @@ async def inspect_command(settings: Settings, accounts: Accounts, models: Models
             path = models.path(m)
             for f in await asyncio.to_thread(_all_files, path):
                 work.append((m, path, f))
-        done = await inspections.get(f.key for _, _, f in work)
-        todo = [(m, p, f) for m, p, f in work if force or f.key not in done or stale(done[f.key], f.path)]
+        pending = set(await inspections.pending(f for _, _, f in work))
+        todo = [(m, p, f) for m, p, f in work if force or f in pending]
         click.echo(f"{len(work)} file(s) in {len(targets)} model(s); {len(todo)} to inspect", err=True)
         with click.progressbar(todo, label="inspecting", file=sys.stderr,
                                item_show_func=lambda t: t[2].path if t else None) as bar:

@@ -17,10 +17,16 @@ from modelrepo.inspect.safetensors import inspect_safetensors, shards_of_index
 VERSION = 1  # bump when a reader learns something: the backfill re-inspects older results
 INDEX_SUFFIX = ".safetensors.index.json"  # a sharded model's shard list
 MAX_INDEX = 16 * 1024 * 1024
-PICKLE_EXTENSIONS = (".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt", ".joblib", ".dill", ".npy", ".npz",
-                     ".zip", ".mar", ".pt2", ".th", ".tar")
+# Files that are nothing but a pickle: one that cannot be walked is a warning.
+PICKLE_EXTENSIONS = (".pkl", ".pickle", ".joblib", ".dill")
+# Files torch.load (or np.load) is given, which run a pickle when they hold one: walked when they
+# start like a pickle or, failing that, walk cleanly to a STOP (a protocol-0 pickle named .pt runs
+# just the same); anything else in them is data, not a finding.
+TORCH_EXTENSIONS = (".bin", ".pt", ".pth", ".ckpt", ".th", ".npy")
+ZIP_EXTENSIONS = (".npz", ".zip", ".mar", ".pt2")
 # Extensions worth reading at all; a README or config.json is never opened.
-INSPECTED_EXTENSIONS = (".safetensors", ".gguf", INDEX_SUFFIX, *PICKLE_EXTENSIONS)
+INSPECTED_EXTENSIONS = (".safetensors", ".gguf", INDEX_SUFFIX, *PICKLE_EXTENSIONS, *TORCH_EXTENSIONS,
+                        *ZIP_EXTENSIONS)
 MAX_ZIP_PICKLES = 1000
 MAX_NPY_HEADER = 64 * 1024
 
@@ -68,13 +74,22 @@ def inspect_file(f: RangeReader, path: str) -> Inspection:
         if kind == "numpy":
             return _pickles_result("numpy", [scan] if (scan := _npy(f, None)) else [])
         if kind == "pickle":
-            return _pickles_result("pickle", [pickles.walk(f)])
+            scan = pickles.walk(f)
+            if scan.error and ext not in PICKLE_EXTENSIONS:
+                return _other(path)  # data that began like a pickle: no loader runs it as one
+            return _pickles_result("pickle", [scan])
     except NotInspectable as exc:
         if kind == "pickle" and ext not in PICKLE_EXTENSIONS:
-            return Inspection("other")  # began with 0x80 by chance: not something pickle.load is given
+            return _other(path)
         status = WARNING if kind in ("pickle", "zip", "numpy") else SAFE
         return Inspection(kind, status, error=f"not inspectable: {exc}")
-    return Inspection("other")
+    return _other(path)
+
+
+def _other(path: str) -> Inspection:
+    """Nothing to inspect. ``named``: the verdict already took the file name into account (an
+    inspection right after an LFS upload knows only the content, and is redone with the name)."""
+    return Inspection("other", details={"named": bool(path)})
 
 
 def _index(f: RangeReader) -> Inspection:
@@ -94,7 +109,7 @@ def _kind(head: bytes, ext: str, size: int) -> str:
         return "safetensors"
     if ext in (".safetensors", ".gguf"):
         return ext[1:]  # claims to be one; its reader says why it is not
-    if head[:1] == pickles.PROTO or ext in PICKLE_EXTENSIONS:
+    if head[:1] == pickles.PROTO or ext in PICKLE_EXTENSIONS or ext in TORCH_EXTENSIONS:
         return "pickle"
     return "other"
 

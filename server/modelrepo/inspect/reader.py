@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 MIN_BLOCK = 64 * 1024
 MAX_BLOCK = 1024 * 1024
+FETCH_TIMEOUT = 120.0  # one ranged read; a store that hangs fails the inspection, not the thread forever
 MAX_LINE = 1024 * 1024  # pickle protocol 0 lines (GLOBAL, INT, STRING …) longer than this are refused
 
 
@@ -116,7 +117,7 @@ def store_fetcher(store, oid: str, loop: asyncio.AbstractEventLoop) -> Callable[
         return b"".join(parts)
 
     def fetch(start: int, end: int) -> bytes:
-        return asyncio.run_coroutine_threadsafe(collect(start, end), loop).result()
+        return asyncio.run_coroutine_threadsafe(collect(start, end), loop).result(FETCH_TIMEOUT)
 
     return fetch
 

@@ -39,9 +39,15 @@ class Inspections:
     def schedule(self, oid: str, size: int) -> None:
         """After an LFS object is verified: inspect it in the background (the upload's response
         does not wait). Content decides the format; a name is not known yet."""
-        task = asyncio.ensure_future(self.object(oid, size, ""))
+        task = asyncio.ensure_future(self._quietly(oid, size))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _quietly(self, oid: str, size: int) -> None:
+        try:
+            await self.object(oid, size, "")
+        except Exception:  # the store failed: whoever needs the answer later inspects again
+            log.exception("background_inspection_failed", oid=oid)
 
     async def object(self, oid: str, size: int, path: str, *, force: bool = False) -> dict | None:
         """The inspection of an LFS object (stored, in flight, or run now); None when the store
@@ -55,14 +61,14 @@ class Inspections:
         return found
 
     async def _ensure(self, key: str, path: str, open_reader, force: bool = False) -> dict | None:
-        task = self._inflight.get(key)
-        if task is not None:
+        """One inspection per key at a time: wait for one in flight, then use what it stored
+        unless it is stale for this name (it ran without one)."""
+        while (task := self._inflight.get(key)) is not None:
             await asyncio.shield(task)
-        row = None if force else (await self.get([key])).get(key)
-        if row is not None and not stale(row, path):
-            return row
-        task = self._inflight.get(key) or self._start(key, open_reader, path)
-        return await asyncio.shield(task)
+        row = None if force else (await self._rows([key])).get(key)
+        if row is not None and not stale(*row, path):
+            return row[0]
+        return await asyncio.shield(self._inflight.get(key) or self._start(key, open_reader, path))
 
     def _start(self, key: str, open_reader, path: str) -> asyncio.Task:
         task = asyncio.ensure_future(self._run(key, open_reader, path))
@@ -85,9 +91,11 @@ class Inspections:
             started = time.perf_counter()
             try:
                 result = (await asyncio.to_thread(inspect_file, reader, path)).to_json()
-            except Exception as exc:  # a reader bug or a store error: record it, never fail the caller
+            except Exception as exc:
+                # A store error (or a reader bug): flagged for this caller, stored nowhere, so the
+                # file stays unscanned and the next push, deploy or backfill tries again.
                 log.exception("inspection_failed", oid=key, path=path)
-                result = {"kind": "other", "status": None, "error": f"inspection failed: {exc}"}
+                return {"kind": "unknown", "status": "warning", "error": f"inspection failed: {exc}"}
             await self._save(key, result, reader.fetched)
             log.info("inspected", oid=key, path=path, kind=result["kind"], status=result.get("status"),
                      bytes_read=reader.fetched, duration_ms=round((time.perf_counter() - started) * 1000, 1))
@@ -106,15 +114,25 @@ class Inspections:
             await asyncio.gather(*self._inflight.values(), *self._background, return_exceptions=True)
 
     # -- reading -----------------------------------------------------------------------------------
-    async def get(self, keys: Iterable[str]) -> dict[str, dict]:
+    async def _rows(self, keys: Iterable[str]) -> dict[str, tuple[dict, int]]:
+        """key -> (stored result, reader version)."""
         keys = sorted(set(keys))
-        found: dict[str, dict] = {}
+        found: dict[str, tuple[dict, int]] = {}
         async with self.catalog.read() as conn:
             for i in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
                 rows = await conn.execute(sa.select(inspections.c.oid, inspections.c.result, inspections.c.version)
                                           .where(inspections.c.oid.in_(keys[i:i + 500])))
-                found.update({r.oid: {**json.loads(r.result), "_version": r.version} for r in rows})
+                found.update({r.oid: (json.loads(r.result), r.version) for r in rows})
         return found
+
+    async def get(self, keys: Iterable[str]) -> dict[str, dict]:
+        return {key: result for key, (result, _version) in (await self._rows(keys)).items()}
+
+    async def pending(self, files: Iterable[FileRef]) -> list[FileRef]:
+        """The files worth inspecting whose inspection is missing or stale (the backfill's work)."""
+        wanted = [f for f in files if worth_inspecting(f.path)]
+        rows = await self._rows(f.key for f in wanted)
+        return [f for f in wanted if f.key not in rows or stale(*rows[f.key], f.path)]
 
     async def for_files(self, files: Iterable[FileRef]) -> dict[str, dict]:
         """path -> stored inspection, for the files worth inspecting (missing: not yet scanned)."""
@@ -128,7 +146,8 @@ class Inspections:
         return model_fields(refs, await self.for_files(refs))
 
 
-def stale(row: dict, path: str) -> bool:
+def stale(row: dict, version: int, path: str) -> bool:
     """Inspected before its name was known (kind other) but the name says it is worth a look —
     a protocol-0 pickle called model.pkl — or by an older reader."""
-    return row.get("_version", VERSION) < VERSION or (row.get("kind") == "other" and worth_inspecting(path))
+    return version < VERSION or (
+        row.get("kind") == "other" and not row.get("named") and worth_inspecting(path))

@@ -36,7 +36,7 @@ def safetensors_total(files: list[FileRef], results: dict[str, dict]) -> dict | 
 
 
 def gguf_info(files: list[FileRef], results: dict[str, dict]) -> dict | None:
-    found = [{"path": f.path, **{k: v for k, v in results[f.path].items() if k not in ("kind", "status", "_version")}}
+    found = [{"path": f.path, **{k: v for k, v in results[f.path].items() if k not in ("kind", "status")}}
              for f in files if results.get(f.path, {}).get("kind") == "gguf" and "parameters" in results[f.path]]
     if not found:
         return None
