@@ -10,6 +10,8 @@ import posixpath
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+import pygit2
+
 from modelrepo.inspect.formats import DANGEROUS, worth_inspecting
 from modelrepo.inspect.refs import FileRef
 from modelrepo.inspect.service import Inspections
@@ -91,11 +93,15 @@ async def gather_findings(inspections: Inspections, files: Iterable[FileRef],
                           read_blob: Callable[[str], Awaitable[bytes | None]]) -> list[Finding]:
     """Inspect (or look up) every file worth it: LFS objects through the store, plain blobs
     through ``read_blob`` (git, one at a time: they are small by push rule)."""
+    files = [f for f in files if worth_inspecting(f.path)]
+    # Two catalog queries for the lot; only what is missing or stale is read and inspected here.
+    pending = set(await inspections.pending(files))
+    stored = await inspections.get(f.key for f in files if f not in pending)
     out = []
     for f in files:
-        if not worth_inspecting(f.path):
-            continue
-        if f.lfs_oid:
+        if f not in pending:
+            found = stored.get(f.key)
+        elif f.lfs_oid:
             found = await inspections.object(f.lfs_oid, f.size, f.path)
         elif f.size <= MAX_BLOB_READ:
             data = await read_blob(f.blob_oid)
@@ -109,8 +115,6 @@ async def gather_findings(inspections: Inspections, files: Iterable[FileRef],
 
 def repo_blob_reader(repo_path) -> Callable[[str], Awaitable[bytes | None]]:
     """read_blob for a repository on disk (pygit2 in a thread)."""
-    import pygit2  # noqa: PLC0415
-
     def read(oid: str) -> bytes | None:
         try:
             obj = pygit2.Repository(str(repo_path))[oid]
