@@ -43,17 +43,26 @@ class RefChanges:
         problems = check_card(what, at[1])
         if problems:
             raise Unprocessable("; ".join(problems), code="invalid_model_card")
-        if self.inspections is not None and what.startswith("refs/tags/"):  # inspect (issue 13)
-            path = self.models.path(model)
-            found = await gather_findings(self.inspections, tree_files(at[2]), repo_blob_reader(path))
-            refused = pickle_problems(found, self.pickle_policy)
-            if refused:
-                raise Unprocessable("; ".join(m for _c, m, _p in refused), code="dangerous_pickle")
+
+    async def _weights_ok(self, model: Model, revision: str) -> None:
+        """inspect (issue 13): a release tag over a dangerous pickle is refused as its push would be
+        (push.pickle_policy), even when the file arrived under an older policy or before inspection."""
+        if self.inspections is None:
+            return
+        path = self.models.path(model)
+        at = await asyncio.to_thread(read_at, path, revision)
+        if at is None:
+            return
+        found = await gather_findings(self.inspections, tree_files(at[2]), repo_blob_reader(path))
+        refused = pickle_problems(found, self.pickle_policy)
+        if refused:
+            raise Unprocessable("; ".join(m for _c, m, _p in refused), code="dangerous_pickle")
 
     async def create_tag(self, identity: Identity, namespace: str, name: str, tag: str, revision: str,
                          message: str, clone_url: str) -> dict:
         model = await self.models.for_write(identity, namespace, name)
         await self._card_ok(model, revision, f"refs/tags/{tag}")
+        await self._weights_ok(model, revision)
         tagger = pygit2.Signature(identity.name or "modelrepo", f"{identity.name}@modelrepo.invalid")
         created = await asyncio.to_thread(repos.create_tag, self.models.path(model), tag, revision, message, tagger)
         await self.effects.apply(model, [RefUpdate(ZERO, created["object"], f"refs/tags/{tag}")],
