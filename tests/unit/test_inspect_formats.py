@@ -96,6 +96,10 @@ def test_object_npy(tmp_path):
     buf = io.BytesIO()
     np.save(buf, np.arange(10))
     assert run(buf.getvalue(), "arr.npy") == {"kind": "numpy", "status": "safe"}
+    buf = io.BytesIO()
+    np.savez(buf, weights=np.ones(3), hook=np.array([Payload(str(canary))], dtype=object))
+    r = run(buf.getvalue(), "arrays.npz")
+    assert r["kind"] == "zip" and r["status"] == "dangerous" and [p["member"] for p in r["pickles"]] == ["hook.npy"]
     assert not canary.exists()
 
 

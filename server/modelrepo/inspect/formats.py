@@ -1,12 +1,13 @@
 """One file in, one inspection out: recognise the format (magic bytes first, the name second) and
 run its reader. Synchronous and bounded; called in a worker thread over a ``RangeReader``."""
 
-import ast
 import posixpath
 import struct
 import zipfile
 from dataclasses import dataclass, field
 from typing import BinaryIO
+
+from numpy.lib import format as npy_format
 
 from modelrepo.inspect import pickles
 from modelrepo.inspect.errors import NotInspectable
@@ -135,8 +136,8 @@ def _zip(f: RangeReader) -> Inspection:
     if len(members) > MAX_ZIP_PICKLES:
         raise NotInspectable(f"{len(members)} pickle members; at most {MAX_ZIP_PICKLES} are scanned")
     for info in members:
-        member = _member(zf, f, info)
         try:
+            member = _member(zf, f, info)
             if info.filename.endswith(".npy"):
                 scan = _npy(member, info.filename)
                 if scan is not None:
@@ -164,19 +165,12 @@ def _member(zf: zipfile.ZipFile, f: RangeReader, info: zipfile.ZipInfo) -> Binar
 
 
 def _npy(f: BinaryIO, member: str | None) -> pickles.PickleScan | None:
-    """A .npy holds a pickle only when its dtype has objects (``np.load(allow_pickle=True)``)."""
-    magic = f.read(8)
-    if magic[:6] != b"\x93NUMPY":
-        raise NotInspectable("not a .npy file")
-    major = magic[6]
-    length_fmt = "<H" if major == 1 else "<I"
-    (n,) = struct.unpack(length_fmt, f.read(struct.calcsize(length_fmt)))
-    if n > MAX_NPY_HEADER:
-        raise NotInspectable(f".npy header of {n} bytes")
+    """A .npy holds a pickle only when its dtype has objects (``np.load(allow_pickle=True)``).
+    numpy's own header reader, bounded: it never reads the array."""
     try:
-        header = ast.literal_eval(f.read(n).decode("latin-1"))
-    except (ValueError, SyntaxError) as exc:
-        raise NotInspectable(f".npy header is not a dict literal: {exc}") from None
-    if not isinstance(header, dict) or "O" not in str(header.get("descr")):
-        return None
-    return pickles.walk(f, member)
+        version = npy_format.read_magic(f)
+        read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        _shape, _fortran, dtype = read_header(f, max_header_size=MAX_NPY_HEADER)
+    except (ValueError, TypeError, SyntaxError) as exc:
+        raise NotInspectable(f"not a readable .npy header: {exc}") from None
+    return pickles.walk(f, member) if dtype.hasobject else None
