@@ -69,6 +69,9 @@ def test_pushed_weights_show_parameters_gguf_and_a_safe_verdict(d, git, tmp_path
     assert info["security"]["status"] == "safe"
     assert {(f["path"], f["status"]) for f in info["security"]["files"]} == {
         ("training_args.pkl", "safe"), ("tokenizer.pickle", "safe")}
+    assert info["inspections"]["model-00002-of-00002.safetensors"] == {
+        "kind": "safetensors", "status": "safe", "parameters": {"F16": 160, "F32": 10}, "total": 170}
+    assert info["inspections"]["tiny.gguf"]["file_type"] == "MOSTLY_F16"
     blob = next(f["blob_id"] for f in info["files"] if f["path"] == "tokenizer.pickle")
     assert inspections_rows(d)[blob][:2] == ("pickle", "safe")  # keyed by the git blob id
 

@@ -65,11 +65,21 @@ def security(files: list[FileRef], results: dict[str, dict]) -> dict:
     return {"status": status, "files": entries}
 
 
+_PER_FILE = ("kind", "status", "parameters", "total", "file_type", "architecture", "error")
+
+
+def per_file(results: dict[str, dict]) -> dict[str, dict]:
+    """path -> what a file listing shows next to each file: parameter count, dtypes, scan badge."""
+    return {path: {k: r[k] for k in _PER_FILE if r.get(k) is not None}
+            for path, r in sorted(results.items()) if r.get("kind") not in ("other", "st_index")}
+
+
 def model_fields(files: list[FileRef], results: dict[str, dict]) -> dict:
     """The keys GET /api/v1/models/{ns}/{name} carries."""
     st = safetensors_total(files, results)
     return {"safetensors": {"parameters": st["parameters"], "total": st["total"]} if st else None,
-            "gguf": gguf_info(files, results), "security": security(files, results)}
+            "gguf": gguf_info(files, results), "security": security(files, results),
+            "inspections": per_file(results)}
 
 
 def hub_fields(files: list[FileRef], results: dict[str, dict], with_security: bool) -> dict:
