@@ -402,7 +402,8 @@ ROUTES: tuple[ApiRoute, ...] = (
                     "limit": "1..1000 (default 100)", "offset": "skip this many"}, anonymous=True),
     ApiRoute("POST", "/api/v1/models", create_model, "Create a model and its empty repository (namespace writer)",
              CREATE_MODEL, 201),
-    ApiRoute("GET", M, get_model, "A model with its card, files (LFS sizes) and refs", anonymous=True),
+    ApiRoute("GET", M, get_model, "A model with its card, files (LFS sizes), refs and what its weights hold "
+             "(safetensors, gguf, security, inspections)", anonymous=True),
     ApiRoute("PATCH", M, update_model,
              "Change description (writer); visibility, default branch, allow_force_push (namespace admin)",
              UPDATE_MODEL),
