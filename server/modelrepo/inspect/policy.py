@@ -94,6 +94,8 @@ async def gather_findings(inspections: Inspections, files: Iterable[FileRef],
     """Inspect (or look up) every file worth it: LFS objects through the store, plain blobs
     through ``read_blob`` (git, one at a time: they are small by push rule)."""
     files = [f for f in files if worth_inspecting(f.path)]
+    if not files:
+        return []
     # Two catalog queries for the lot; only what is missing or stale is read and inspected here.
     pending = set(await inspections.pending(files))
     stored = await inspections.get(f.key for f in files if f not in pending)
@@ -134,6 +136,8 @@ def pushed_files(blobs: Iterable, linked: dict[str, int]) -> list[FileRef]:
     model is never read on a pusher's behalf (its pointer is refused by the LFS rule anyway)."""
     out = []
     for b in blobs:
+        if not worth_inspecting(b.path):
+            continue  # most of a 10,000-file push: never looked at
         if b.pointer is None:
             out.append(FileRef(b.path, b.oid, None, b.size))
         elif linked.get(b.pointer.oid) == b.pointer.size:
@@ -142,5 +146,5 @@ def pushed_files(blobs: Iterable, linked: dict[str, int]) -> list[FileRef]:
 
 
 def tree_files(entries: Iterable) -> list[FileRef]:
-    """FileRefs of a tree listing (git.snapshot.FileEntry)."""
-    return [FileRef(e.path, e.blob_oid, e.lfs_oid, e.size) for e in entries]
+    """FileRefs of a tree listing (git.snapshot.FileEntry), for the files worth inspecting."""
+    return [FileRef(e.path, e.blob_oid, e.lfs_oid, e.size) for e in entries if worth_inspecting(e.path)]

@@ -118,6 +118,8 @@ class Inspections:
         """key -> (stored result, reader version)."""
         keys = sorted(set(keys))
         found: dict[str, tuple[dict, int]] = {}
+        if not keys:
+            return found
         async with self.catalog.read() as conn:
             for i in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
                 rows = await conn.execute(sa.select(inspections.c.oid, inspections.c.result, inspections.c.version)
