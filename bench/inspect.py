@@ -43,7 +43,8 @@ from pathlib import Path  # noqa: E402
 
 from modelrepo.catalog.db import Catalog  # noqa: E402
 from modelrepo.inspect.service import Inspections  # noqa: E402
-from modelrepo.storage.local import LocalStore  # noqa: E402
+from modelrepo.storage.local import LocalBackend  # noqa: E402
+from modelrepo.storage.verified import ObjectStore  # noqa: E402
 
 GiB = 1024**3
 MiB = 1024**2
@@ -54,7 +55,7 @@ TIME_TARGET = 0.100
 class CountingStore:
     """The local store, counting every byte ``read`` yields (what an S3 store would transfer)."""
 
-    def __init__(self, inner: LocalStore) -> None:
+    def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
         self.bytes = 0
         self.requests = 0
@@ -138,7 +139,8 @@ async def measure(inspections: Inspections, store: CountingStore, oid: str, size
 
 
 async def run(tmp: Path, gib: float, tensors: int, repeat: int) -> bool:
-    local = LocalStore(tmp / "lfs")
+    backend = LocalBackend(tmp / "lfs")
+    local = ObjectStore(backend)
     store = CountingStore(local)
     catalog = Catalog.open(tmp / "catalog.db")
     inspections = Inspections(catalog, store)  # type: ignore[arg-type]
@@ -147,7 +149,7 @@ async def run(tmp: Path, gib: float, tensors: int, repeat: int) -> bool:
     for label, path, writer in (("safetensors", "model.safetensors", write_safetensors),
                                 ("pytorch zip", "pytorch_model.bin", write_torch_zip)):
         oid = hashlib.sha256(label.encode()).hexdigest()  # a made-up OID: inspection never hashes
-        target = local.path(oid)
+        target = backend.path(oid)
         target.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         size = writer(target, total, tensors)

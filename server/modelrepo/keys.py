@@ -20,8 +20,10 @@ from modelrepo.push.receive import Receive
 from modelrepo.push.ref_changes import RefChanges
 from modelrepo.models.webhook_worker import WebhookWorker
 from modelrepo.models.webhooks import Webhooks
+from modelrepo.services import Services
 from modelrepo.settings import Settings
 
+SERVICES = web.AppKey("services", Services)
 SETTINGS = web.AppKey("settings", Settings)
 CATALOG = web.AppKey("catalog", Catalog)
 ACCOUNTS = web.AppKey("accounts", Accounts)

@@ -13,6 +13,7 @@ from safetensors.numpy import save
 
 from modelrepo.inspect.formats import inspect_file
 from modelrepo.inspect.policy import Finding, deploy_problems, pickle_problems, pickle_warnings
+from modelrepo.push.problems import Code
 from modelrepo.inspect.reader import RangeReader, bytes_reader
 from modelrepo.inspect.refs import FileRef
 from modelrepo.inspect.summary import hub_fields, model_fields
@@ -170,12 +171,14 @@ def test_summary_sums_shards_once_and_hub_shape():
 def test_policy_messages(tmp_path):
     evil = Finding("ckpt/pytorch_model.bin", run(torch_zip(evil_pickle(tmp_path / "x")), "pytorch_model.bin"))
     benign = Finding("args.pkl", run(pickle.dumps({"a": 1}), "args.pkl"))
-    [(code, message, path)] = pickle_problems([evil, benign], "refuse")
-    assert code == "dangerous_pickle" and path == "ckpt/pytorch_model.bin"
+    [problem] = pickle_problems([evil, benign], "refuse")
+    message = problem.message
+    assert problem.code == Code.DANGEROUS_PICKLE and problem.path == "ckpt/pytorch_model.bin"
+    assert problem.line().endswith("[dangerous_pickle]")  # the code every door shows
     assert message.startswith("ckpt/pytorch_model.bin: archive/data.pkl imports posix.system, which runs code")
     assert "save_file(torch.load('ckpt/pytorch_model.bin', weights_only=True), 'ckpt/pytorch_model.safetensors')" \
         in message
     assert pickle_problems([evil], "warn") == [] and pickle_problems([evil], "allow") == []
-    assert pickle_warnings([evil], "warn")[0][1].startswith("warning: ckpt/pytorch_model.bin")
+    assert pickle_warnings([evil], "warn")[0].message.startswith("warning: ckpt/pytorch_model.bin")
     assert [p for _c, _m, p in deploy_problems([evil, benign], False)] == ["ckpt/pytorch_model.bin"]
     assert [c for c, _m, _p in deploy_problems([evil, benign], True)] == ["dangerous_pickle", "unsafe_weights"]

@@ -10,11 +10,12 @@ from safetensors.numpy import save
 from modelrepo.catalog.db import Catalog
 from modelrepo.inspect.refs import FileRef
 from modelrepo.inspect.service import Inspections
-from modelrepo.storage.local import LocalStore
+from modelrepo.storage.local import LocalBackend
+from modelrepo.storage.verified import ObjectStore
 
 
 class CountingStore:
-    def __init__(self, inner: LocalStore) -> None:
+    def __init__(self, inner: ObjectStore) -> None:
         self.inner, self.reads = inner, 0
 
     async def stat(self, oid):
@@ -26,7 +27,7 @@ class CountingStore:
             yield chunk
 
 
-async def put(store: LocalStore, data: bytes) -> str:
+async def put(store: ObjectStore, data: bytes) -> str:
     oid = hashlib.sha256(data).hexdigest()
 
     async def chunks():
@@ -37,7 +38,7 @@ async def put(store: LocalStore, data: bytes) -> str:
 
 
 async def test_one_inspection_per_object(tmp_path):
-    local = LocalStore(tmp_path / "lfs")
+    local = ObjectStore(LocalBackend(tmp_path / "lfs"))
     store = CountingStore(local)
     catalog = Catalog.open(tmp_path / "catalog.db")
     inspections = Inspections(catalog, store)  # type: ignore[arg-type]

@@ -7,17 +7,13 @@ import sys
 import click
 import pygit2
 
-from modelrepo.accounts.service import Accounts
-from modelrepo.cli.main import LOCAL_ADMIN, data_options, main, run_service
+from modelrepo.cli.common import LOCAL_ADMIN, admin_command, full_name
 from modelrepo.git.snapshot import list_files, read_refs
 from modelrepo.inspect.formats import worth_inspecting
 from modelrepo.inspect.policy import MAX_BLOB_READ, repo_blob_reader
 from modelrepo.inspect.refs import FileRef
-from modelrepo.inspect.service import Inspections
 from modelrepo.inspect.summary import security
-from modelrepo.models.service import Models
-from modelrepo.settings import Settings
-from modelrepo.storage import open_store
+from modelrepo.services import Services
 
 
 def _all_files(path) -> list[FileRef]:
@@ -31,44 +27,35 @@ def _all_files(path) -> list[FileRef]:
     return sorted(seen.values(), key=lambda f: f.path)
 
 
-@main.command("inspect")
-@click.argument("full_name", metavar="[NS/NAME]", required=False)
+@admin_command(name="inspect")
+@click.argument("name", metavar="[NS/NAME]", required=False)
 @click.option("--force", is_flag=True, help="inspect again what was already inspected")
-@data_options
-@run_service
-async def inspect_command(settings: Settings, accounts: Accounts, models: Models, full_name: str | None,
-                          force: bool) -> None:
-    """Inspect stored weights: safetensors/GGUF metadata, pickle imports."""
-    if full_name:
-        ns, _, name = full_name.partition("/")
-        targets = [await models.for_read(LOCAL_ADMIN, ns, name)]
+async def inspect_command(services: Services, name: str | None, force: bool) -> None:
+    """Inspect stored weights: safetensors, GGUF, pickle imports."""
+    models, inspections = services.models, services.inspections
+    if name:
+        targets = [await models.for_read(LOCAL_ADMIN, *full_name(name))]
     else:
         targets = await models.list(LOCAL_ADMIN, limit=10**9)
-    store = open_store(settings)
-    inspections = Inspections(models.catalog, store)
-    try:
-        work = []
-        for m in targets:
-            path = models.path(m)
-            for f in await asyncio.to_thread(_all_files, path):
-                work.append((m, path, f))
-        pending = set(await inspections.pending(f for _, _, f in work))
-        todo = [(m, p, f) for m, p, f in work if force or f in pending]
-        click.echo(f"{len(work)} file(s) in {len(targets)} model(s); {len(todo)} to inspect", err=True)
-        with click.progressbar(todo, label="inspecting", file=sys.stderr,
-                               item_show_func=lambda t: t[2].path if t else None) as bar:
-            for m, path, f in bar:
-                if f.lfs_oid:
-                    await inspections.object(f.lfs_oid, f.size, f.path, force=force)
-                elif f.size <= MAX_BLOB_READ and (data := await repo_blob_reader(path)(f.blob_oid)) is not None:
-                    await inspections.blob(f.blob_oid, data, f.path, force=force)
-        for m in targets:
-            files = [f for mm, _, f in work if mm is m]
-            verdict = security(files, await inspections.for_files(files))
-            click.echo(f"{m.full_name}\t{verdict['status']}\t{len(files)} file(s) inspected")
-            for e in verdict["files"]:
-                if e["status"] != "safe":
-                    click.echo(f"  {e['status']}\t{e['path']}")
-    finally:
-        await inspections.drain()
-        await store.close()
+    work = []
+    for m in targets:
+        path = models.path(m)
+        for f in await asyncio.to_thread(_all_files, path):
+            work.append((m, path, f))
+    pending = set(await inspections.pending(f for _, _, f in work))
+    todo = [(m, p, f) for m, p, f in work if force or f in pending]
+    click.echo(f"{len(work)} file(s) in {len(targets)} model(s); {len(todo)} to inspect", err=True)
+    with click.progressbar(todo, label="inspecting", file=sys.stderr,
+                           item_show_func=lambda t: t[2].path if t else None) as bar:
+        for m, path, f in bar:
+            if f.lfs_oid:
+                await inspections.object(f.lfs_oid, f.size, f.path, force=force)
+            elif f.size <= MAX_BLOB_READ and (data := await repo_blob_reader(path)(f.blob_oid)) is not None:
+                await inspections.blob(f.blob_oid, data, f.path, force=force)
+    for m in targets:
+        files = [f for mm, _, f in work if mm is m]
+        verdict = security(files, await inspections.for_files(files))
+        click.echo(f"{m.full_name}\t{verdict['status']}\t{len(files)} file(s) inspected")
+        for e in verdict["files"]:
+            if e["status"] != "safe":
+                click.echo(f"  {e['status']}\t{e['path']}")

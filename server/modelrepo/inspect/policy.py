@@ -1,8 +1,10 @@
 """What inspections mean for a push and for a deployment: pure functions over findings.
 
-Each rule returns (code, message, path) tuples; the message says which file, which member of a
-zip, which callable, and how to fix it. Gathering the findings (inspecting what a push or a tag
-holds) is ``gather_findings``'s job.
+The push rule (``pickle_problems``) is one of the judge's (push/judge.py): it returns typed
+``Problem``s with their own code, the same at every door. The deploy gate's refusals are
+(code, message, path) tuples: a deployment is no ref change. Every message says which file,
+which member of a zip, which callable, and how to fix it. Gathering the findings (inspecting
+what a push or a tag holds) is ``gather_findings``'s job.
 """
 
 import asyncio
@@ -16,8 +18,9 @@ from modelrepo.inspect.formats import DANGEROUS, worth_inspecting
 from modelrepo.inspect.refs import FileRef
 from modelrepo.inspect.service import Inspections
 from modelrepo.inspect.summary import EXECUTABLE
+from modelrepo.push.problems import Code, Problem
 
-Problem = tuple[str, str, str]  # (code, message, path)
+Refusal = tuple[str, str, str]  # (code, message, path): the deploy gate's
 # Plain blobs are small by push rule (push.max_plain_blob); one past this is refused for its size
 # and is not read into memory to be scanned.
 MAX_BLOB_READ = 64 * 1024 * 1024
@@ -66,23 +69,24 @@ def pickle_problems(findings: Iterable[Finding], policy: str) -> list[Problem]:
     allow accept it (warn flags it: ``pickle_warnings``)."""
     if policy != "refuse":
         return []
-    return [("dangerous_pickle", f"{describe(f)}. Refused by push.pickle_policy=refuse. Fix: {fix_for(f.path)}",
-             f.path) for f in findings if f.dangerous]
+    return [Problem(Code.DANGEROUS_PICKLE, f"{describe(f)}. Refused by push.pickle_policy=refuse. "
+                    f"Fix: {fix_for(f.path)}", path=f.path) for f in findings if f.dangerous]
 
 
 def pickle_warnings(findings: Iterable[Finding], policy: str) -> list[Problem]:
+    """Under push.pickle_policy=warn: what an accepted push is told (``remote:`` lines) and logged."""
     if policy != "warn":
         return []
-    return [("dangerous_pickle", f"warning: {describe(f)}. Accepted (push.pickle_policy=warn); {fix_for(f.path)}",
-             f.path) for f in findings if f.dangerous]
+    return [Problem(Code.DANGEROUS_PICKLE, f"warning: {describe(f)}. Accepted (push.pickle_policy=warn); "
+                    f"{fix_for(f.path)}", path=f.path) for f in findings if f.dangerous]
 
 
-def deploy_problems(findings: Iterable[Finding], require_safe_weights: bool) -> list[Problem]:
+def deploy_problems(findings: Iterable[Finding], require_safe_weights: bool) -> list[Refusal]:
     """A dangerous pickle is never deployed; with deploy.require_safe_weights no pickle is."""
     out = []
     for f in findings:
         if f.dangerous:
-            out.append(("dangerous_pickle", f"{describe(f)}. Fix: {fix_for(f.path)}", f.path))
+            out.append((str(Code.DANGEROUS_PICKLE), f"{describe(f)}. Fix: {fix_for(f.path)}", f.path))
         elif require_safe_weights and f.executable:
             out.append(("unsafe_weights", f"{f.path}: is a pickle-based file ({f.inspection.get('kind')}) and "
                         f"deploy.require_safe_weights is true. Fix: {fix_for(f.path)}", f.path))
@@ -131,18 +135,19 @@ def repo_blob_reader(repo_path) -> Callable[[str], Awaitable[bytes | None]]:
 
 
 def pushed_files(blobs: Iterable, linked: dict[str, int]) -> list[FileRef]:
-    """The files of a push or a Hub commit (push.rules.NewBlob) that can be inspected: plain blobs,
-    and pointers to LFS objects this repository holds — an object linked only to someone else's
-    model is never read on a pusher's behalf (its pointer is refused by the LFS rule anyway)."""
-    out = []
+    """The files of a push or a Hub commit (push.rules.NewBlob: new blobs, and the files of a
+    pushed tag's tree) that can be inspected, each (path, object) once: plain blobs, and pointers
+    to LFS objects this repository holds — an object linked only to someone else's model is never
+    read on a pusher's behalf (its pointer is refused by the LFS rule anyway)."""
+    out: dict[tuple[str, str], FileRef] = {}
     for b in blobs:
         if not worth_inspecting(b.path):
             continue  # most of a 10,000-file push: never looked at
         if b.pointer is None:
-            out.append(FileRef(b.path, b.oid, None, b.size))
+            out.setdefault((b.path, b.oid), FileRef(b.path, b.oid, None, b.size))
         elif linked.get(b.pointer.oid) == b.pointer.size:
-            out.append(FileRef(b.path, b.oid, b.pointer.oid, b.pointer.size))
-    return out
+            out.setdefault((b.path, b.pointer.oid), FileRef(b.path, b.oid, b.pointer.oid, b.pointer.size))
+    return list(out.values())
 
 
 def tree_files(entries: Iterable) -> list[FileRef]:

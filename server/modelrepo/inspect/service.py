@@ -21,7 +21,7 @@ from modelrepo.inspect.formats import VERSION, inspect_file, worth_inspecting
 from modelrepo.inspect.reader import RangeReader, bytes_reader, store_fetcher
 from modelrepo.inspect.refs import FileRef
 from modelrepo.inspect.summary import model_fields
-from modelrepo.storage.base import ObjectStore
+from modelrepo.storage.verified import ObjectStore
 
 log = structlog.get_logger("modelrepo.inspect")
 CONCURRENCY = 2  # inspections in flight at once: each is a thread and a few ranged reads

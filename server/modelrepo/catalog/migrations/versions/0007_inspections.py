@@ -1,13 +1,13 @@
 """what is inside model files: one inspection per stored object
 
-Revision ID: 0006
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0004"  # 0005 (ui sessions) is added on another branch; re-chained at merge
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
