@@ -84,13 +84,17 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     app.cleanup_ctx.append(_reinstall_hooks)
     app.cleanup_ctx.append(_internal_socket)
     app.cleanup_ctx.append(_webhook_worker)
-    app.on_startup.append(recovery.recover)  # after the worker: the events it announces go out
+    app.on_startup.append(_recover)  # after the worker: the events it announces go out
     app.on_cleanup.append(_close_services)
     return app
 
 
 async def _close_services(app: web.Application) -> None:
     await app[SERVICES].close()
+
+
+async def _recover(app: web.Application) -> None:
+    await recovery.recover(app[SERVICES])
 
 
 async def _reinstall_hooks(app: web.Application) -> AsyncIterator[None]:

@@ -80,13 +80,14 @@ def build_services(settings: Settings) -> Services:
     worker = WebhookWorker(catalog, settings.webhooks, metrics)
     models = Models(catalog, accounts, repos.RepoStore(settings.repos_dir), settings.git.default_branch, worker.wake)
     git = GitRunner(settings.git.binary, settings.limits.max_git_processes, settings.limits.max_git_processes_per_client)
-    effects = PushEffects(catalog, models.path, worker.wake)
+    effects = PushEffects(catalog, models.path, worker.wake, settings.push.model_card_schema)
     store = open_store(settings)
     # What is inside stored files: read after each LFS upload, judged at every door, shown by the APIs.
     inspections = Inspections(catalog, store)
     deployments = Deployments(catalog, models, tuple(settings.deploy.required_fields), worker.wake,
                               lambda m: f"{settings.server.base_url()}/{m.full_name}.git",
-                              inspections, settings.deploy.require_safe_weights)
+                              settings.push.model_card_schema, inspections=inspections,
+                              require_safe_weights=settings.deploy.require_safe_weights)
     lfs = Lfs(catalog, models, store, ActionSigner(load_or_create_key(settings.secret_key_path)), settings.lfs,
               on_verified=inspections.schedule)
     locks = Locks(catalog)

@@ -415,3 +415,23 @@ def test_backup_copy_survives_a_concurrent_repack(git, tmp_path, monkeypatch):
     assert checks == [False, True] and warnings == []
     git.run("--git-dir", str(copy), "fsck", "--no-dangling")
     assert git.out("--git-dir", str(copy), "rev-parse", "refs/heads/main") == head
+
+
+def test_backup_and_restore_a_model_nobody_pushed_to(tmp_path):
+    """A model created and never pushed to has an empty repository (no object files): the backup
+    must still take it for a repository, and the restore must bring it back."""
+    d = start_daemon()
+    restored = short_tmpdir() / "data"
+    d.env = {}
+    try:
+        d.ok("POST", "/api/v1/namespaces", body={"name": "acme"})
+        new_model(d, "empty")
+        dest = tmp_path / "b"
+        r = cli(d, "backup", str(dest))
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = cli(d, "restore", str(dest), data=restored)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (restored / "repos" / "acme" / "empty.git" / "objects").is_dir()
+    finally:
+        d.stop()
+        shutil.rmtree(restored.parent, ignore_errors=True)

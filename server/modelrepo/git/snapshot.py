@@ -116,7 +116,7 @@ def read_refs(repo: pygit2.Repository) -> list[RefEntry]:
     return refs
 
 
-def read_snapshot(path: Path, default_branch: str) -> Snapshot:
+def read_snapshot(path: Path, default_branch: str, schema_file: Path | None = None) -> Snapshot:
     repo = _open(path)
     snap = Snapshot(refs=read_refs(repo))
     ref = f"refs/heads/{default_branch}"
@@ -124,25 +124,26 @@ def read_snapshot(path: Path, default_branch: str) -> Snapshot:
         commit = repo[repo.references[ref].resolve().target].peel(pygit2.Commit)
         snap.head_commit = str(commit.id)
         snap.files = list_files(repo, commit)
-        snap.card = parse_card(read_blob(repo, commit, "README.md"))
+        snap.card = parse_card(read_blob(repo, commit, "README.md"), schema_file)
     return snap
 
 
-def read_at(path: Path, revision: str) -> tuple[str, ModelCard, list[FileEntry]] | None:
-    """(commit, card, files) at a revision, or None if it does not resolve to a commit."""
+def read_at(path: Path, revision: str, schema_file: Path | None = None) -> tuple[str, ModelCard, list[FileEntry]] | None:
+    """(commit, card, files) at a revision, or None if it does not resolve to a commit. The card is
+    judged by ``schema_file`` (push.model_card_schema), the schema the push judge uses."""
     repo = _open(path)
     try:
         commit = repo.revparse_single(revision).peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
         return None
-    return str(commit.id), parse_card(read_blob(repo, commit, "README.md")), list_files(repo, commit)
+    return str(commit.id), parse_card(read_blob(repo, commit, "README.md"), schema_file), list_files(repo, commit)
 
 
-def card_at(path: Path, revision: str) -> ModelCard | None:
+def card_at(path: Path, revision: str, schema_file: Path | None = None) -> ModelCard | None:
     """The model card at a revision without listing its files (None if it does not resolve)."""
     repo = _open(path)
     try:
         commit = repo.revparse_single(revision).peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
         return None
-    return parse_card(read_blob(repo, commit, "README.md"))
+    return parse_card(read_blob(repo, commit, "README.md"), schema_file)

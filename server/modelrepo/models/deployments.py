@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -43,9 +44,11 @@ def _json(row: sa.Row, model: str) -> dict:
 
 class Deployments:
     def __init__(self, catalog: Catalog, models_: Models, required_fields: tuple[str, ...],
-                 wake: Callable[[], None], clone_url: Callable[[Model], str],
+                 wake: Callable[[], None], clone_url: Callable[[Model], str], card_schema: Path | None = None,
                  inspections: Inspections | None = None, require_safe_weights: bool = False) -> None:
         self.catalog = catalog
+        # The card gate reads cards with the schema the push judge uses (push.model_card_schema).
+        self.card_schema = card_schema
         self.inspections = inspections
         self.require_safe_weights = require_safe_weights
         self.models = models_
@@ -80,7 +83,8 @@ class Deployments:
             raise InvalidInput("target must be a string")
         if not isinstance(params, dict):
             raise InvalidInput("params must be an object")
-        at = await asyncio.to_thread(read_at, self.models.path(model), f"refs/tags/{revision}")
+        at = await asyncio.to_thread(read_at, self.models.path(model), f"refs/tags/{revision}",
+                                     self.card_schema)
         if at is None:
             raise Unprocessable(f"revision {revision!r} is not a tag of {model.full_name}: deployments are made "
                                 f"from release tags (git tag -a {revision} && git push origin {revision})",

@@ -268,6 +268,9 @@ def copy_repository(src: Path, dst: Path, snap: RepoSnapshot, default_branch: st
 
 
 def _copy_repository_files(src: Path, dst: Path) -> None:
+    # A repository nobody pushed to has no object files: objects/ must exist all the same, or git
+    # does not take the copy for a repository at all.
+    (dst / "objects").mkdir(parents=True, exist_ok=True)
     (dst / "refs" / "heads").mkdir(parents=True, exist_ok=True)
     (dst / "refs" / "tags").mkdir(parents=True, exist_ok=True)
     for name in REPO_FILES:

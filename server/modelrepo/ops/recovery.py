@@ -13,24 +13,23 @@ import asyncio
 import time
 
 import structlog
-from aiohttp import web
 
-from modelrepo.keys import LFS, MODELS, RECEIVE, SETTINGS
 from modelrepo.ops.converge import converge_catalog
 from modelrepo.ops.gc import clear_abandoned_uploads
+from modelrepo.services import Services
 
 log = structlog.get_logger("modelrepo.recovery")
 
 STORE_SWEEP_TIMEOUT = 30.0
 
 
-async def recover(app: web.Application) -> None:
-    settings = app[SETTINGS]
-    models = app[MODELS]
+async def recover(services: Services) -> None:
+    settings = services.settings
+    models = services.models
     base = settings.server.base_url()
     started = time.perf_counter()
     try:
-        drift = await converge_catalog(models.catalog, models, app[RECEIVE].effects,
+        drift = await converge_catalog(models.catalog, models, services.effects,
                                        lambda name: f"{base}/{name}.git", announce=True)
         if drift:
             log.warning("catalog_drift_repaired", models=[d.full_name for d in drift],
@@ -38,7 +37,7 @@ async def recover(app: web.Application) -> None:
     except Exception:  # noqa: BLE001 - logged; the daemon still starts
         log.exception("catalog_converge_failed")
     try:
-        removed = await asyncio.wait_for(clear_abandoned_uploads(app[LFS].store, settings.lfs.action_expiry),
+        removed = await asyncio.wait_for(clear_abandoned_uploads(services.store, settings.lfs.action_expiry),
                                          STORE_SWEEP_TIMEOUT)
         if removed:
             log.info("partial_uploads_cleared", count=removed)

@@ -5,6 +5,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -17,18 +18,21 @@ from modelrepo.models.webhooks import enqueue, envelope
 
 
 class PushEffects:
-    def __init__(self, catalog: Catalog, path_of: Callable[[Model], object], wake: Callable[[], None]) -> None:
+    def __init__(self, catalog: Catalog, path_of: Callable[[Model], object], wake: Callable[[], None],
+                 card_schema: Path | None = None) -> None:
         self.catalog = catalog
+        # The catalog's card (and its errors) must be the judge's verdict: the same schema.
+        self.card_schema = card_schema
         self.path_of = path_of
         self.wake = wake
 
     async def apply(self, model: Model, updates: list[RefUpdate], *, pusher: str | None, clone_url: str) -> None:
         path = self.path_of(model)
-        snap = await asyncio.to_thread(read_snapshot, path, model.default_branch)
+        snap = await asyncio.to_thread(read_snapshot, path, model.default_branch, self.card_schema)
         created_tags = {}
         for u in updates:
             if u.is_tag and not u.deleted:
-                created_tags[u.short] = await asyncio.to_thread(read_at, path, u.ref)
+                created_tags[u.short] = await asyncio.to_thread(read_at, path, u.ref, self.card_schema)
         card = snap.card.metadata if snap.card.valid else {}
         tags = card.get("tags") if isinstance(card.get("tags"), list) else []
         base = {"clone_url": clone_url, "pusher": pusher}

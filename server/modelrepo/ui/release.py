@@ -9,7 +9,7 @@ from aiohttp import web
 from modelrepo.accounts.access import ROLES, VISIBILITIES, check_model_role
 from modelrepo.errors import InvalidInput, ModelrepoError
 from modelrepo.git.snapshot import card_at
-from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, WEBHOOKS
+from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, SETTINGS, WEBHOOKS
 from modelrepo.models.service import Model
 from modelrepo.ui.browse import model_for_read, repo_context
 from modelrepo.ui.guard import FORM, redirect, viewer
@@ -32,12 +32,13 @@ async def _tags_page(request: web.Request, model: Model, *, error: str | None = 
     refs = await models.refs(me, model.namespace, model.name)
     pinned = await deployments.live_refs(model.id)
     path = models.path(model)
+    schema = request.app[SETTINGS].push.model_card_schema
 
     def states() -> dict[str, list[str]]:
         # The card gate of each release: what a deployment of it would be refused for.
         out = {}
         for tag in refs["tags"]:
-            card = card_at(path, f"refs/tags/{tag['name']}")
+            card = card_at(path, f"refs/tags/{tag['name']}", schema)
             out[tag["name"]] = deployments.gate(card, tag["name"]) if card is not None else ["unreadable"]
         return out
 
