@@ -127,7 +127,8 @@ async def revoke_token(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-SET_PASSWORD = _schema({"password": {"type": "string", "minLength": 1, "maxLength": 1024}}, ("password",))
+SET_PASSWORD = _schema({"password": {"type": "string", "minLength": passwords.MIN_LENGTH, "maxLength": 1024}},
+                       ("password",))
 
 
 async def set_password(request: web.Request) -> web.Response:
