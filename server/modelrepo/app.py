@@ -22,6 +22,7 @@ from modelrepo.keys import (
     HUB,
     HUB_COMMITS,
     INFLIGHT,
+    INSPECTIONS,
     LFS,
     LIMITER,
     LOCKS,
@@ -71,6 +72,7 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     app[RECEIVE] = services.receive
     app[HUB] = services.hub
     app[HUB_COMMITS] = services.hub_commits
+    app[INSPECTIONS] = services.inspections
 
     api.add_routes(app)
     ops_http.add_routes(app)

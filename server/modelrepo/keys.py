@@ -11,6 +11,7 @@ from modelrepo.models.deployments import Deployments
 from modelrepo.git.runner import GitRunner
 from modelrepo.hub.service import Hub
 from modelrepo.hub.commits import HubCommits
+from modelrepo.inspect.service import Inspections
 from modelrepo.lfs.service import Lfs
 from modelrepo.lfs.locks import Locks
 from modelrepo.models.service import Models
@@ -41,3 +42,4 @@ HUB = web.AppKey("hub", Hub)
 HUB_COMMITS = web.AppKey("hub_commits", HubCommits)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", FailureLimiter)
+INSPECTIONS = web.AppKey("inspections", Inspections)

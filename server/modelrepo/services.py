@@ -16,6 +16,7 @@ from modelrepo.git import repos
 from modelrepo.git.runner import GitRunner
 from modelrepo.hub.commits import HubCommits
 from modelrepo.hub.service import Hub
+from modelrepo.inspect.service import Inspections
 from modelrepo.lfs.action_tokens import ActionSigner, load_or_create_key
 from modelrepo.lfs.locks import Locks
 from modelrepo.lfs.service import Lfs
@@ -51,6 +52,7 @@ class Services:
     refs: RefChanges
     pushes: PushSessions
     store: ObjectStore
+    inspections: Inspections
     lfs: Lfs
     locks: Locks
     receive: Receive
@@ -58,8 +60,10 @@ class Services:
     hub_commits: HubCommits
 
     async def close(self) -> None:
-        """Release what the services hold (the store's client, the catalog's connections)."""
+        """Release what the services hold (the store's client, the catalog's connections); running
+        inspections finish first, their reads need both."""
         try:
+            await self.inspections.drain()
             await self.store.close()
         finally:
             await self.catalog.close()
@@ -77,15 +81,19 @@ def build_services(settings: Settings) -> Services:
     models = Models(catalog, accounts, repos.RepoStore(settings.repos_dir), settings.git.default_branch, worker.wake)
     git = GitRunner(settings.git.binary, settings.limits.max_git_processes, settings.limits.max_git_processes_per_client)
     effects = PushEffects(catalog, models.path, worker.wake, settings.push.model_card_schema)
+    store = open_store(settings)
+    # What is inside stored files: read after each LFS upload, judged at every door, shown by the APIs.
+    inspections = Inspections(catalog, store)
     deployments = Deployments(catalog, models, tuple(settings.deploy.required_fields), worker.wake,
                               lambda m: f"{settings.server.base_url()}/{m.full_name}.git",
-                              settings.push.model_card_schema)
-    store = open_store(settings)
-    lfs = Lfs(catalog, models, store, ActionSigner(load_or_create_key(settings.secret_key_path)), settings.lfs)
+                              settings.push.model_card_schema, inspections=inspections,
+                              require_safe_weights=settings.deploy.require_safe_weights)
+    lfs = Lfs(catalog, models, store, ActionSigner(load_or_create_key(settings.secret_key_path)), settings.lfs,
+              on_verified=inspections.schedule)
     locks = Locks(catalog)
     # One judge for git pushes, REST ref changes and Hub commits alike.
     judge = Judge(settings.push, base_url=settings.server.base_url(), git=git, pins=deployments.live_refs,
-                  linked=lfs.linked_sizes, locks=locks.held_by_others)
+                  linked=lfs.linked_sizes, locks=locks.held_by_others, inspections=inspections)
     refs = RefChanges(models, effects, judge)
     return Services(
         settings=settings,
@@ -103,9 +111,10 @@ def build_services(settings: Settings) -> Services:
         refs=refs,
         pushes=PushSessions(),
         store=store,
+        inspections=inspections,
         lfs=lfs,
         locks=locks,
         receive=Receive(models, judge, effects, metrics),
-        hub=Hub(models, accounts, refs),
+        hub=Hub(models, accounts, refs, inspections),
         hub_commits=HubCommits(models, lfs, judge, effects, git, settings.limits.max_commit_body),
     )

@@ -132,6 +132,9 @@ class PushSettings:
     weight_patterns: tuple[str, ...] = DEFAULT_WEIGHT_PATTERNS
     # JSON Schema for README.md front matter; null means the bundled config/model-card.schema.json.
     model_card_schema: Path | None = None
+    # A pushed pickle (or PyTorch zip, object .npy) importing a dangerous callable such as
+    # os.system: refuse the push, warn (accept and flag it), or allow it.
+    pickle_policy: Literal["refuse", "warn", "allow"] = "refuse"
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,8 @@ class WebhookSettings:
 class DeploySettings:
     # Model card fields a tag must carry to be deployed.
     required_fields: tuple[str, ...] = ("library_name", "pipeline_tag")
+    # Refuse to deploy a tag holding any pickle-based weights, not only dangerous ones.
+    require_safe_weights: bool = False
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import pytest
 from modelrepo.push.problems import STATUS, Code
 
 from ..helpers import Git, http, short_tmpdir, start_daemon
+from ..weights import evil_pickle
 from .test_hub import hf
 
 pytest.importorskip("huggingface_hub")
@@ -371,6 +372,31 @@ def non_fast_forward(x: Doors) -> dict:
     return {"git": git_verdict(x.push(work, "+main"))}  # no REST or Hub operation moves a branch backwards
 
 
+def dangerous_pickle(x: Doors) -> dict:
+    """A pickle importing os.system (never loaded: the canary stays absent), as a plain file (*.pkl
+    is no weight pattern here). A tag adds no files, but a release is judged on its whole tree: the
+    same pickle, put into the repository behind the judge's back (a fetch runs no receive hook; as
+    if stored under an older policy), is refused when a tag names it, through git or REST."""
+    canary = x.tmp / "pwned"
+    evil = evil_pickle(canary)
+    repo = x.fresh("pickle")
+    work = x.clone(repo, "wes")
+    x.git.commit(work, {"optimizer.pkl": evil}, "evil pickle")
+    out = {"git": git_verdict(x.push(work, "main"))}
+    bare = x.d.data / "repos" / NS / "pickle.git"
+    x.git.run("fetch", "-q", str(work), "main:refs/heads/legacy", cwd=bare)
+    out["git-tag"] = git_verdict(x.push(work, "main:refs/tags/v2"))
+    out["rest"] = rest_verdict(x.rest("POST", repo, "/tags", "wes", {"name": "v3", "revision": "legacy",
+                                                                      "message": "m"}))
+    out["hub"] = hub_verdict(x.hub("wes", f"""
+        print(json.dumps(attempt(lambda: api.upload_file(path_or_fileobj={evil!r}, path_in_repo="evil.pkl",
+                                                         repo_id={repo!r}))))"""))
+    # A branch adds no files either, and is no release: accepted by both doors alike.
+    assert git_verdict(x.push(work, "main:refs/heads/side")) == ACCEPTED
+    assert not canary.exists()
+    return out
+
+
 CASES = [
     (card_outside_schema, {"model_card"}),
     (card_inside_custom_schema, set()),
@@ -388,6 +414,7 @@ CASES = [
     (lfs_size_mismatch, {"lfs_size"}),
     (foreign_ref, {"ref_namespace"}),
     (tag_of_a_blob, {"not_a_commit"}),
+    (dangerous_pickle, {"dangerous_pickle"}),
 ]
 
 

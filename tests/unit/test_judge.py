@@ -15,7 +15,7 @@ async def _nothing(*_args):
 
 def judge(**push) -> Judge:
     return Judge(PushSettings(**push), base_url="https://models.example/", git=GitRunner(), pins=_nothing,
-                 linked=_nothing, locks=_nothing)
+                 linked=_nothing, locks=_nothing, inspections=None)
 
 
 def test_upload_mode_follows_the_settings():

@@ -192,3 +192,16 @@ lfs_locks = sa.Table(
     sa.Column("locked_at", sa.Float, nullable=False),
     sa.UniqueConstraint("model_id", "path", name="uq_lfs_locks_model_path"),
 )
+
+# What is inside a file, once per stored object: keyed by the LFS sha256 or, for a plain file, the
+# git blob id. (model, commit, path) reach it through the tree (model_files for the default branch).
+inspections = sa.Table(
+    "inspections", metadata,
+    sa.Column("oid", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # safetensors | gguf | pickle | zip | numpy | other | …
+    sa.Column("status", sa.String(16), nullable=True),  # safe | warning | dangerous; null: not executable
+    sa.Column("result", sa.Text, nullable=False),  # JSON: parameters, globals, error …
+    sa.Column("version", sa.Integer, nullable=False),  # reader version; the backfill redoes older ones
+    sa.Column("bytes_read", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("inspected_at", sa.Float, nullable=False),
+)

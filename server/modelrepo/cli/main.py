@@ -8,6 +8,7 @@ import click
 
 from modelrepo.cli import (
     deployments,
+    inspect,
     models,
     namespaces,
     ops,
@@ -28,5 +29,6 @@ def main() -> None:
 
 
 for command in (serve.serve, users.user, tokens.token, namespaces.namespace, models.model,
-                deployments.deployment, webhooks.webhook, *ops.COMMANDS):
+                deployments.deployment, webhooks.webhook, *ops.COMMANDS,
+                inspect.inspect_command):
     main.add_command(command)

@@ -14,6 +14,9 @@ from modelrepo.models.card import ModelCard, parse_card
 from modelrepo.git import reads as hub_repo
 from modelrepo.accounts.access import SCOPES, Identity
 from modelrepo.accounts.service import Accounts
+from modelrepo.inspect.refs import FileRef
+from modelrepo.inspect.service import Inspections
+from modelrepo.inspect.summary import hub_fields
 from modelrepo.models.service import Model, Models
 from modelrepo.push.ref_changes import RefChanges
 
@@ -34,10 +37,12 @@ class Resolved:
 
 
 class Hub:
-    def __init__(self, models: Models, accounts: Accounts, refs: RefChanges) -> None:
+    def __init__(self, models: Models, accounts: Accounts, refs: RefChanges,
+                 inspections: Inspections | None = None) -> None:
         self.models = models
         self.accounts = accounts
         self.refs = refs
+        self.inspections = inspections
 
     # -- reads -------------------------------------------------------------------------------------
     async def resolve(self, identity: Identity, ns: str, name: str, rev: str) -> Resolved:
@@ -72,7 +77,8 @@ class Hub:
             info["usedStorage"] = sum(f.size for f in files)
         return info
 
-    async def model_info(self, identity: Identity, ns: str, name: str, rev: str | None) -> dict:
+    async def model_info(self, identity: Identity, ns: str, name: str, rev: str | None,
+                         security: bool = False) -> dict:
         model = await self.models.for_read(identity, ns, name)
         path = self.models.path(model)
         commit = await asyncio.to_thread(hub_repo.resolve, path, rev or model.default_branch)
@@ -85,7 +91,11 @@ class Hub:
         readme = next((f for f in files if f.path == "README.md"), None)
         card = (await asyncio.to_thread(lambda: parse_card(hub_repo.read_blob(path, readme.oid)))
                 if readme else ModelCard())
-        return self._info(model, commit_id, card, files, commit.commit_time)
+        info = self._info(model, commit_id, card, files, commit.commit_time)
+        if self.inspections is not None:  # inspect (issue 13): safetensors, gguf, securityRepoStatus
+            refs = [FileRef(f.path, f.oid, f.lfs_oid, f.size) for f in files]
+            info.update(hub_fields(refs, await self.inspections.for_files(refs), security))
+        return info
 
     async def tree(self, identity: Identity, ns: str, name: str, rev: str, subpath: str,
                    recursive: bool) -> tuple[Resolved, list[hub_repo.Entry]]:

@@ -18,12 +18,22 @@ from modelrepo.catalog.schema import deployments, models, namespaces
 from modelrepo.errors import Conflict, InvalidInput, NotFound, Unauthenticated, Unprocessable
 from modelrepo.names import check_name, check_ref_name
 from modelrepo.accounts.access import Identity
+from modelrepo.inspect.policy import deploy_problems, gather_findings, repo_blob_reader, tree_files
+from modelrepo.inspect.service import Inspections
 from modelrepo.models.card import ModelCard
 from modelrepo.models.service import Model, Models
 from modelrepo.git.snapshot import read_at
 from modelrepo.models.webhooks import enqueue, envelope
 
 LIVE = ("requested", "active")
+
+
+class UnsafeWeights(Unprocessable):
+    """422 whose body carries the findings (``details``) as well as the message."""
+
+    def __init__(self, message: str, findings: list[dict]) -> None:
+        super().__init__(message, code="unsafe_weights")
+        self.details = {"findings": findings}
 
 
 def _json(row: sa.Row, model: str) -> dict:
@@ -34,10 +44,13 @@ def _json(row: sa.Row, model: str) -> dict:
 
 class Deployments:
     def __init__(self, catalog: Catalog, models_: Models, required_fields: tuple[str, ...],
-                 wake: Callable[[], None], clone_url: Callable[[Model], str], card_schema: Path | None = None) -> None:
+                 wake: Callable[[], None], clone_url: Callable[[Model], str], card_schema: Path | None = None,
+                 inspections: Inspections | None = None, require_safe_weights: bool = False) -> None:
         self.catalog = catalog
         # The card gate reads cards with the schema the push judge uses (push.model_card_schema).
         self.card_schema = card_schema
+        self.inspections = inspections
+        self.require_safe_weights = require_safe_weights
         self.models = models_
         self.required = required_fields
         self.wake = wake
@@ -80,6 +93,7 @@ class Deployments:
         reasons = self.gate(card, revision)
         if reasons:
             raise Unprocessable("cannot deploy: " + "; ".join(reasons), code="invalid_model_card")
+        await self._weights_gate(model, revision, files)
         now = time.time()
         async with self.catalog.tx() as conn:
             clash = (await conn.execute(sa.select(deployments.c.id).where(
@@ -101,6 +115,18 @@ class Deployments:
                                                 for f in files if f.lfs_oid]}))
         self.wake()
         return out
+
+    async def _weights_gate(self, model: Model, revision: str, files: list) -> None:
+        """A tag whose files hold a dangerous pickle (with deploy.require_safe_weights: any pickle) is
+        not deployed: 422 with the findings."""
+        if self.inspections is None:
+            return
+        found = await gather_findings(self.inspections, tree_files(files), repo_blob_reader(self.models.path(model)))
+        problems = deploy_problems(found, self.require_safe_weights)
+        if problems:
+            raise UnsafeWeights(f"cannot deploy {revision}: " + "; ".join(m for _c, m, _p in problems),
+                                [{"code": c, "path": p, "message": m, "inspection": f.inspection}
+                                 for (c, m, p) in problems for f in found if f.path == p])
 
     async def list(self, identity: Identity, namespace: str, name: str) -> list[dict]:
         model = await self.models.for_read(identity, namespace, name)

@@ -5,7 +5,9 @@ objects are reachable only through it); an API ref change is judged in the repos
 a Hub commit is judged once its commit is built but before any ref points at it. In all three
 cases "what is new" is ``git rev-list --objects <tip> --not --all``, sized and read with
 ``cat-file --batch-check`` / ``--batch``, streaming: a push of 10,000 files is judged in well
-under a second. What the catalog knows (LFS objects, deployment pins, locks) is added by the judge.
+under a second. A pushed tag is a release: the weights of its whole tree are looked at, not only
+what is new (``tag_files``). What the catalog knows (LFS objects, deployment pins, locks, what the
+weights hold) is added by the judge.
 """
 
 import asyncio
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelrepo.git.runner import GitRunner
+from modelrepo.inspect.formats import worth_inspecting
+from modelrepo.inspect.policy import Finding
 from modelrepo.lfs.pointer import POINTER_MAX, parse_pointer
 from modelrepo.push.rules import LockHolder, NewBlob, RefUpdate, needs_lfs
 
@@ -116,6 +120,17 @@ class GitReader:
         _, out = await self.run("cat-file", "--batch", stdin="\n".join(specs).encode() + b"\n")
         return parse_cat_file_batch(out, specs)
 
+    async def tree(self, rev: str) -> list[tuple[str, str, int]]:
+        """(oid, path, size) of every blob in ``rev``'s tree."""
+        _, out = await self.run("ls-tree", "-r", "-z", "-l", "--full-tree", rev)
+        entries = []
+        for item in out.decode("utf-8", errors="surrogateescape").split("\0"):
+            meta, _, path = item.partition("\t")
+            parts = meta.split()
+            if len(parts) == 4 and parts[1] == "blob" and parts[3].isdigit():
+                entries.append((parts[2], path, int(parts[3])))
+        return entries
+
     async def is_ancestor(self, old: str, new: str) -> bool:
         rc, _ = await self.run("merge-base", "--is-ancestor", old, new, ok_codes=(0, 1))
         return rc == 0
@@ -135,14 +150,16 @@ class PushFacts:
     non_fast_forward: set[str] = field(default_factory=set)
     non_commit: frozenset[str] = frozenset()  # refs whose new value does not peel to a commit
     changed: dict[str, str] = field(default_factory=dict)  # path -> first ref changing it
+    tag_files: list[NewBlob] = field(default_factory=list)  # files worth inspecting in pushed tags' trees
     # From the catalog:
     linked: dict[str, int] = field(default_factory=dict)  # LFS oid -> size this repository holds
     deployed: dict[str, str] = field(default_factory=dict)  # ref -> deployment using it
     locks: dict[str, LockHolder] = field(default_factory=dict)  # path -> someone else's lock
+    pickles: list[Finding] = field(default_factory=list)  # inspected pickle-based files, new or tagged
 
     @property
     def pointer_oids(self) -> list[str]:
-        return sorted({b.pointer.oid for b in self.blobs if b.pointer is not None})
+        return sorted({b.pointer.oid for b in (*self.blobs, *self.tag_files) if b.pointer is not None})
 
 
 async def gather(reader: GitReader, updates: list[RefUpdate], *, default_branch: str,
@@ -189,8 +206,25 @@ async def gather(reader: GitReader, updates: list[RefUpdate], *, default_branch:
 
     peeled = await reader.describe([f"{u.new}^{{}}" for u in live])
     facts.non_commit = frozenset(u.ref for u in live if peeled.get(f"{u.new}^{{}}", ("",))[0] != "commit")
+    facts.tag_files = await _tag_files(reader, [u for u in live if u.is_tag and u.ref not in facts.non_commit])
     for u in live:
         if (u.is_branch and u.short == default_branch and not u.created and u.ref not in facts.non_commit
                 and not await reader.is_ancestor(u.old, u.new)):
             facts.non_fast_forward.add(u.ref)
     return facts
+
+
+async def _tag_files(reader: GitReader, tags: list[RefUpdate]) -> list[NewBlob]:
+    """The files worth inspecting in each pushed tag's tree, pointers parsed: a release over weights
+    that arrived under an older policy, or before inspections existed, is judged as their push would be."""
+    entries: dict[tuple[str, str], tuple[str, int, str]] = {}
+    for u in tags:
+        for oid, path, size in await reader.tree(u.new):
+            if worth_inspecting(path):
+                entries.setdefault((oid, path), (path, size, u.ref))
+    small = await reader.contents(sorted({oid for (oid, _), (_, size, _) in entries.items() if size < POINTER_MAX}))
+    out = []
+    for (oid, _), (path, size, ref) in entries.items():
+        data = small.get(oid)
+        out.append(NewBlob(oid, path, size, parse_pointer(data) if data is not None else None, ref))
+    return out

@@ -8,13 +8,16 @@ model card schema). Each door only says what would change: the refs, and where t
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import jsonschema
+import structlog
 
 from modelrepo.git.runner import GitRunner
+from modelrepo.inspect.policy import gather_findings, pickle_problems, pickle_warnings, pushed_files
+from modelrepo.inspect.service import Inspections
 from modelrepo.models.card import MAX_CARD_BYTES, parse_card
 from modelrepo.push import rules
 from modelrepo.push.facts import GitReader, PushFacts, gather
@@ -23,6 +26,7 @@ from modelrepo.push.rules import LockHolder, RefUpdate
 from modelrepo.settings import ConfigError, PushSettings
 
 SCHEMA_ROUTE = "/api/v1/model-card.schema.json"
+log = structlog.get_logger("modelrepo.judge")
 
 Pins = Callable[[int], Awaitable[dict[str, str]]]  # model id -> {ref: deployment name}
 Linked = Callable[[int, list[str]], Awaitable[dict[str, int]]]  # model id, oids -> {oid: size}
@@ -31,6 +35,7 @@ Locks = Callable[[int, int | None], Awaitable[dict[str, tuple[str, str]]]]  # mo
 
 class _Model(Protocol):
     id: int
+    full_name: str
     default_branch: str
     allow_force_push: bool
     role: str | None
@@ -46,6 +51,7 @@ class _Identity(Protocol):
 class Verdict:
     problems: list[Problem]
     facts: PushFacts
+    warnings: list[Problem] = field(default_factory=list)  # accepted, but worth telling the pusher
 
     @property
     def ok(self) -> bool:
@@ -54,8 +60,12 @@ class Verdict:
 
 class Judge:
     def __init__(self, push: PushSettings, *, base_url: str, git: GitRunner, pins: Pins, linked: Linked,
-                 locks: Locks) -> None:
+                 locks: Locks, inspections: Inspections | None) -> None:
+        """``inspections`` None: nothing is inspected, so the pickle rule finds nothing (a judge
+        built without a store, as in unit tests; the composition root always gives one)."""
         self.max_plain_blob = int(push.max_plain_blob)
+        self.pickle_policy = push.pickle_policy
+        self.inspections = inspections
         self.weight_patterns = tuple(push.weight_patterns)
         self.schema_file: Path | None = push.model_card_schema
         self.schema_url = base_url.rstrip("/") + SCHEMA_ROUTE
@@ -82,20 +92,31 @@ class Judge:
         """Judge ``updates`` to ``repo`` (objects in ``env``'s quarantine, if any). ``default_branch``
         overrides the model's, to ask whether a branch may become the default."""
         branch = default_branch or model.default_branch
-        facts = await gather(GitReader(self.git, repo, env or {}), updates, default_branch=branch,
+        reader = GitReader(self.git, repo, env or {})
+        facts = await gather(reader, updates, default_branch=branch,
                              weight_patterns=self.weight_patterns, max_read=MAX_CARD_BYTES)
         facts.linked = await self.linked(model.id, facts.pointer_oids)
         facts.deployed = await self.pins(model.id)
         if facts.changed:
             held = await self.locks(model.id, identity.user_id)
             facts.locks = {path: LockHolder(owner, lock_id) for path, (owner, lock_id) in held.items()}
+        if self.inspections is not None:
+            async def read_blob(oid: str) -> bytes | None:  # plain blobs: from the quarantine, if any
+                return (await reader.contents([oid])).get(oid)
+
+            facts.pickles = await gather_findings(self.inspections, pushed_files(
+                [*facts.blobs, *facts.tag_files], facts.linked), read_blob)
         # In a thread: YAML parsing and schema validation are CPU work.
         problems = await asyncio.to_thread(self.evaluate, facts, namespace_admin=identity.namespace_admin(model.role),
                                            allow_force_push=model.allow_force_push)
-        return Verdict(problems, facts)
+        warnings = pickle_warnings(facts.pickles, self.pickle_policy)
+        for w in warnings:
+            log.warning("dangerous_pickle_accepted", model=model.full_name, path=w.path, detail=w.message)
+        return Verdict(problems, facts, warnings)
 
     def evaluate(self, facts: PushFacts, *, namespace_admin: bool, allow_force_push: bool) -> list[Problem]:
-        """Every reason to refuse (empty: accept), in a fixed order: refs, then files, then the card."""
+        """Every reason to refuse (empty: accept), in a fixed order: refs, then files (what is stored
+        how, then what the weights hold), then the card."""
         problems = rules.check_ref_updates(
             facts.updates, namespace_admin=namespace_admin, default_branch=facts.default_branch,
             allow_force_push=allow_force_push, deployed=facts.deployed, non_fast_forward=facts.non_fast_forward,
@@ -113,6 +134,7 @@ class Judge:
         pointers = {b.path: b.pointer for b in facts.blobs if b.pointer is not None}
         hint = next((u.short for u in facts.updates if u.is_branch and not u.deleted), facts.default_branch)
         problems += rules.check_lfs_objects(pointers, facts.linked, hint)
+        problems += pickle_problems(facts.pickles, self.pickle_policy)
         for ref, readme in facts.cards.items():
             problems += rules.check_card(ref, parse_card(readme, self.schema_file), self.schema_url)
         problems += rules.check_locks(facts.changed, facts.locks)

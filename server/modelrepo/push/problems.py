@@ -27,6 +27,7 @@ class Code(StrEnum):
     LFS_SIZE = "lfs_size"  # a pointer whose size disagrees with the stored object
     MODEL_CARD = "model_card"  # README.md front matter outside the model card schema
     LOCKED_PATH = "locked_path"  # a change to a path another user holds an LFS lock on
+    DANGEROUS_PICKLE = "dangerous_pickle"  # a pickle importing a callable that runs code (push.pickle_policy)
 
 
 # The HTTP status an API door answers with when this is the (first) problem.
@@ -44,6 +45,7 @@ STATUS: dict[Code, int] = {
     Code.LFS_SIZE: 422,
     Code.MODEL_CARD: 422,
     Code.LOCKED_PATH: 423,
+    Code.DANGEROUS_PICKLE: 422,
 }
 
 

@@ -35,6 +35,7 @@ class Receive:
             self.metrics.pushes.labels("refused", reason).inc()
         if verdict.ok:
             self.metrics.pushes.labels("accepted", "").inc()
+            session.warnings.extend(w.line() for w in verdict.warnings)  # remote: lines of an accepted push
         log.info("pre_receive", model=model.full_name, refs=[u.ref for u in updates], blobs=len(verdict.facts.blobs),
                  refused=len(verdict.problems), codes=metric_reasons(verdict.problems),
                  duration_ms=round((time.perf_counter() - started) * 1000, 1))

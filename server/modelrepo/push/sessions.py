@@ -22,6 +22,8 @@ class PushSession:
     request_id: str
     base_url: str = ""
     started: float = field(default_factory=time.time)
+    # Printed as remote: lines when the push is accepted (push.pickle_policy=warn findings).
+    warnings: list[str] = field(default_factory=list)
 
 
 class PushSessions:

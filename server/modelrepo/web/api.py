@@ -12,7 +12,7 @@ from aiohttp import web
 
 from modelrepo import __version__
 from modelrepo.errors import InvalidInput
-from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, SETTINGS, WEBHOOKS
+from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, INSPECTIONS, MODELS, REFS, SETTINGS, WEBHOOKS
 from modelrepo.models.card import schema_path
 from modelrepo.names import NAME_RE, NAME_RULE
 from modelrepo.accounts import passwords
@@ -211,8 +211,10 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     models = request.app[MODELS]
     model = await models.for_read(identity_of(request), request.match_info["ns"], request.match_info["name"])
-    return _json({**model.to_json(base_url(request)), "files": await models.files(model),
-                  "refs": await models.refs(identity_of(request), model.namespace, model.name)})
+    files = await models.files(model)
+    return _json({**model.to_json(base_url(request)), "files": files,
+                  "refs": await models.refs(identity_of(request), model.namespace, model.name),
+                  **await request.app[INSPECTIONS].model_fields(files)})  # inspect: safetensors, gguf, security
 
 
 UPDATE_MODEL = _schema({"description": {"type": "string", "maxLength": 10000},
@@ -392,7 +394,8 @@ ROUTES: tuple[ApiRoute, ...] = (
              anonymous=True),
     ApiRoute("POST", "/api/v1/models", create_model, "Create a model and its empty repository (namespace writer)",
              CREATE_MODEL, 201),
-    ApiRoute("GET", M, get_model, "A model with its card, files (LFS sizes) and refs", anonymous=True),
+    ApiRoute("GET", M, get_model, "A model with its card, files (LFS sizes), refs and what its weights hold "
+             "(safetensors, gguf, security, inspections)", anonymous=True),
     ApiRoute("PATCH", M, update_model,
              "Change description (writer); visibility, default branch, allow_force_push (namespace admin)",
              UPDATE_MODEL),

@@ -82,7 +82,9 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def model_info(request: web.Request) -> web.Response:
     ns, name = _repo(request)
-    return _json(await request.app[HUB].model_info(identity_of(request), ns, name, request.match_info.get("rev")))
+    security = request.query.get("securityStatus", "").lower() in ("1", "true")
+    return _json(await request.app[HUB].model_info(identity_of(request), ns, name, request.match_info.get("rev"),
+                                                   security))
 
 
 async def tree(request: web.Request) -> web.Response:

@@ -42,7 +42,7 @@ async def pre_receive(request: web.Request) -> web.Response:
     if problems:
         header = f"modelrepo: push refused ({len(problems)} problem{'s' if len(problems) > 1 else ''}):"
         return web.json_response({"ok": False, "messages": [header, *(f"  - {p}" for p in problems)]})
-    return web.json_response({"ok": True, "messages": []})
+    return web.json_response({"ok": True, "messages": [f"modelrepo: {w}" for w in session.warnings]})
 
 
 async def post_receive(request: web.Request) -> web.Response:

@@ -59,7 +59,10 @@ def error_response(request: web.Request, status: int, code: str, message: str,
         if status == 401:
             headers["LFS-Authenticate"] = f'Basic realm="{realm}"'
         return web.Response(status=status, body=body, content_type=LFS_TYPE, headers=headers)
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    error = {"code": code, "message": message}
+    if getattr(exc, "details", None):  # e.g. the findings of a refused deployment
+        error["details"] = exc.details
+    body = json.dumps({"error": error}).encode()
     if status == 401:
         headers["WWW-Authenticate"] = f'Basic realm="{realm}", charset="UTF-8"'
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
