@@ -51,6 +51,7 @@ from modelrepo.settings import Settings
 from modelrepo.storage import open_store
 from modelrepo.web import api, git_http, hub_http, lfs_http, ops_http
 from modelrepo.web.internal import create_internal_app
+from modelrepo.xet import http as xet_http
 from modelrepo.web.middlewares import AccessLogger, authenticate, request_context
 
 log = structlog.get_logger("modelrepo.app")
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/{ns}/{name}/git-receive-pack", git_http.receive_pack)
     lfs_http.add_routes(app)
     hub_http.add_routes(app)
+    xet_http.setup(app)
 
     app.cleanup_ctx.append(_reinstall_hooks)
     app.cleanup_ctx.append(_internal_socket)

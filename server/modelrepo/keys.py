@@ -20,6 +20,7 @@ from modelrepo.push.ref_changes import RefChanges
 from modelrepo.models.webhook_worker import WebhookWorker
 from modelrepo.models.webhooks import Webhooks
 from modelrepo.settings import Settings
+from modelrepo.xet.service import Xet
 
 SETTINGS = web.AppKey("settings", Settings)
 CATALOG = web.AppKey("catalog", Catalog)
@@ -39,3 +40,4 @@ HUB = web.AppKey("hub", Hub)
 HUB_COMMITS = web.AppKey("hub_commits", HubCommits)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", FailureLimiter)
+XET = web.AppKey("xet", Xet)

@@ -2,7 +2,9 @@
 
 Routes and shapes follow what huggingface_hub sends and parses; errors carry ``X-Error-Code`` so
 the client raises its own exception types (RepositoryNotFoundError, RevisionNotFoundError,
-EntryNotFoundError). No Xet headers are ever sent: downloads stay plain HTTP.
+EntryNotFoundError). /resolve adds the Xet headers (``X-Xet-Hash`` and the read-token link) for
+files stored through Xet, so a client with hf_xet reconstructs them from chunks; every other
+client gets the same bytes over plain HTTP.
 """
 
 import asyncio
@@ -11,7 +13,7 @@ import json
 from aiohttp import web
 
 from modelrepo.errors import EntryNotFound, InvalidInput, NotFound, Unauthenticated, UnsupportedMediaType
-from modelrepo.keys import ACCOUNTS, HUB, HUB_COMMITS, LFS, MODELS, REFS, SETTINGS
+from modelrepo.keys import ACCOUNTS, HUB, HUB_COMMITS, LFS, MODELS, REFS, SETTINGS, XET
 from modelrepo.git import reads as hub_repo
 from modelrepo.hub.service import card_errors
 from modelrepo.push.rules import NewBlob, needs_lfs
@@ -118,6 +120,10 @@ async def resolve(request: web.Request) -> web.StreamResponse:
         except NotFound:
             raise EntryNotFound(f"{entry.path}: its LFS object is not stored in this repository", r.commit) from None
         headers.update({"ETag": f'"{entry.lfs_oid}"', "X-Linked-Etag": f'"{entry.lfs_oid}"', "X-Linked-Size": str(size)})
+        xet_hash = await request.app[XET].file_for(r.model.id, entry.lfs_oid)
+        if xet_hash:
+            token_url = f"{_base(request)}/api/models/{r.model.full_name}/xet-read-token/{r.commit}"
+            headers.update({"X-Xet-Hash": xet_hash, "Link": f'<{token_url}>; rel="xet-auth"'})
         if lfs.direct:
             presigned = await lfs.store.presign_download(entry.lfs_oid, request.app[SETTINGS].lfs.action_expiry)
             raise web.HTTPFound(presigned.href, headers=headers)
