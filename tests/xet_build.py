@@ -44,7 +44,8 @@ def upload_shard(files: list[tuple[list[tuple[bytes, int, int, list[bytes]]], by
             out += xh + struct.pack("<IIII", 0, sum(len(c) for c in chunks[start:end]), start, end)
         for xh, start, end, chunks in terms:
             out += hashes.verification_hash([hashes.chunk_hash(c) for c in chunks[start:end]]) + bytes(16)
-        out += hashlib.sha256(content).digest() + bytes(16)
+        # hf_xet writes the sha256 like a Xet hash (parsed from its hex string as u64 words).
+        out += hashes.from_hex(hashlib.sha256(content).hexdigest()) + bytes(16)
     out += shard.BOOKEND
     for xh, chunks in xorbs:
         out += xh + struct.pack("<IIII", 0, len(chunks), sum(map(len, chunks)), 0)

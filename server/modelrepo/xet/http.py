@@ -7,9 +7,13 @@ for exactly the bytes the reconstruction named, for a few minutes.
 """
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import structlog
 from aiohttp import web
 
+from modelrepo.errors import ModelrepoError
 from modelrepo.keys import CATALOG, LFS, MODELS, SETTINGS, XET
 from modelrepo.web.hub_http import _base
 from modelrepo.web.lfs_http import parse_range, send_stored_object
@@ -17,6 +21,7 @@ from modelrepo.web.middlewares import ACTION, identity_of
 from modelrepo.xet.service import Xet
 
 PREFIX = "/xet"
+log = structlog.get_logger("modelrepo.xet")
 
 
 def _json(data, headers: dict | None = None) -> web.Response:
@@ -44,15 +49,28 @@ async def write_token(request: web.Request) -> web.Response:
 async def upload_xorb(request: web.Request) -> web.Response:
     xet = request.app[XET]
     model = await xet.model_for(request.get(ACTION), write=True)
-    inserted = await xet.upload_xorb(model, request.match_info["hash"], request.content.iter_any(),
-                                     request.content_length)
+    with _refusals_logged("xorb", request.match_info["hash"]):
+        inserted = await xet.upload_xorb(model, request.match_info["hash"], request.content.iter_any(),
+                                         request.content_length)
     return _json({"was_inserted": inserted})
 
 
 async def upload_shard(request: web.Request) -> web.Response:
     xet = request.app[XET]
     model = await xet.model_for(request.get(ACTION), write=True)
-    return _json({"result": await xet.upload_shard(model, request.content.iter_any())})
+    with _refusals_logged("shard", ""):
+        result = await xet.upload_shard(model, request.content.iter_any())
+    return _json({"result": result})
+
+
+@contextmanager
+def _refusals_logged(kind: str, name: str) -> Iterator[None]:
+    """The client only reports a status: the reason goes to the log for the operator."""
+    try:
+        yield
+    except ModelrepoError as exc:
+        log.info("xet_upload_refused", kind=kind, name=name, status=exc.status, reason=str(exc))
+        raise
 
 
 async def query_chunk(request: web.Request) -> web.Response:

@@ -199,7 +199,7 @@ class Xet:
     async def _register(self, model: Model, info: shard.FileInfo, tables: dict[str, tuple[str, XorbTable]]) -> int:
         file_hex = hashes.to_hex(info.hash)
         assert info.sha256 is not None
-        sha = info.sha256.hex()
+        sha = hashes.to_hex(info.sha256)  # written like every other hash: u64 words, little-endian
         size = info.size
         if await self._file_linked(model.id, file_hex) and await self.lfs.linked_size(model.id, sha) == size:
             return 0

@@ -37,7 +37,7 @@ class Term:
 class FileInfo:
     hash: bytes
     terms: list[Term]
-    sha256: bytes | None
+    sha256: bytes | None  # raw as in the shard: its string form (hashes.to_hex) is the sha256 hex
 
     @property
     def size(self) -> int:
