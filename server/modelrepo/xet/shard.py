@@ -111,27 +111,54 @@ def parse(data: bytes) -> Shard:
             h, offset, length = struct.unpack_from("<32sII", r.entry())
             chunks.append((h, offset, length))
         xorbs.append(CasInfo(head[:32], chunks))
-    if r.pos != len(r.data):
+    if not footer_size and r.pos != len(r.data):  # with a footer, lookup tables follow: not needed here
         raise InvalidShard(f"{len(r.data) - r.pos} unexpected bytes after the CAS info section")
     return Shard(files, xorbs)
+
+
+def _truncated(h: bytes) -> int:
+    """The lookup tables' key: the hash's first 8 bytes as a little-endian u64."""
+    return struct.unpack_from("<Q", h)[0]
 
 
 def dedup_shard(xorbs: list[tuple[bytes, list[tuple[bytes, int, int]], int]], key: bytes, ttl: int) -> bytes:
     """A shard with no files and the given xorbs ((hash, chunks, serialized size)) whose chunk
     hashes are keyed with ``key``: a client recognises chunks it has, and learns nothing about
-    chunks it has not (it could not prove possession of them in a shard of its own)."""
+    chunks it has not (it could not prove possession of them in a shard of its own).
+
+    hf_xet files this shard in its cache and searches it through the lookup tables that follow
+    the CAS section (sorted (truncated hash, index) pairs, located by the footer), so they are
+    written as the reference implementation writes them."""
     out = bytearray(TAG + struct.pack("<QQ", HEADER_VERSION, FOOTER_SIZE))
     out += BOOKEND
     cas_offset = len(out)
+    cas_lookup: list[tuple[int, int]] = []
+    chunk_lookup: list[tuple[int, int, int]] = []
+    index = 0
     for xorb_hash, chunks, size in xorbs:
         unpacked = sum(length for _, _, length in chunks)
+        cas_lookup.append((_truncated(xorb_hash), index))
         out += xorb_hash + struct.pack("<IIII", 0, len(chunks), unpacked, size)
-        for h, offset, length in chunks:
-            out += hashes.keyed(h, key) + struct.pack("<II", offset, length) + bytes(8)
+        for i, (h, offset, length) in enumerate(chunks):
+            keyed = hashes.keyed(h, key)
+            chunk_lookup.append((_truncated(keyed), index, i))
+            out += keyed + struct.pack("<II", offset, length) + bytes(8)
+        index += 1 + len(chunks)
     out += BOOKEND
+    file_lookup_offset = len(out)  # no files: an empty table
+    cas_lookup_offset = len(out)
+    for k, i in sorted(cas_lookup):
+        out += struct.pack("<QI", k, i)
+    chunk_lookup_offset = len(out)
+    for k, i, j in sorted(chunk_lookup):
+        out += struct.pack("<QII", k, i, j)
     footer_offset = len(out)
     now = int(time.time())
-    out += struct.pack("<QQQ", FOOTER_VERSION, ENTRY, cas_offset) + bytes(48) + key
-    out += struct.pack("<QQ", now, now + ttl) + bytes(72) + struct.pack("<Q", footer_offset)
+    stored = sum(size for _, _, size in xorbs)
+    unpacked_total = sum(length for _, chunks, _ in xorbs for _, _, length in chunks)
+    out += struct.pack("<9Q", FOOTER_VERSION, ENTRY, cas_offset, file_lookup_offset, 0, cas_lookup_offset,
+                       len(cas_lookup), chunk_lookup_offset, len(chunk_lookup))
+    out += key + struct.pack("<QQ", now, now + ttl) + bytes(48)
+    out += struct.pack("<4Q", stored, unpacked_total, unpacked_total, footer_offset)
     assert len(out) - footer_offset == FOOTER_SIZE
     return bytes(out)
