@@ -206,7 +206,7 @@ class Lfs:
     async def linked_size(self, model_id: int, oid: str) -> int | None:
         return (await self.linked_sizes(model_id, [oid])).get(oid)
 
-    async def _record(self, model_id: int, oid: str, size: int) -> None:
+    async def record(self, model_id: int, oid: str, size: int) -> None:
         """The object's bytes are verified and in the store: record it and link it, in one transaction."""
         now = time.time()
         async with self.catalog.tx() as conn:
@@ -238,7 +238,7 @@ class Lfs:
             verifier.finish()
         else:
             await self.store.put(oid, size, chunks)
-        await self._record(model_id, oid, size)
+        await self.record(model_id, oid, size)
 
     async def verify(self, model_id: int, oid: str, size: int, nonce: str = "") -> None:
         """The client's post-upload check. In S3 direct mode this is where the object the client put
@@ -250,7 +250,7 @@ class Lfs:
             if known is not None and known != size:
                 raise Conflict(f"an object with this OID is stored with size {known}, not {size}")
             await self.store.verify_upload(oid, size, nonce)  # type: ignore[attr-defined]
-            await self._record(model_id, oid, size)
+            await self.record(model_id, oid, size)
             return
         if stored is None:
             raise NotFound("object not found in this repository")

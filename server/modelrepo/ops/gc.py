@@ -43,7 +43,7 @@ meanwhile, and the store delete comes first so that the durable states are:
   fresh bytes and links them, and our store delete then removes bytes a model links. Data loss.
 
 An object without a row (orphan) is deleted under the same lock after re-checking that no row
-appeared. One race stays open until ``Lfs._record`` checks, inside its own transaction, that the
+appeared. One race stays open until ``Lfs.record`` checks, inside its own transaction, that the
 object is still stored (see the report to the lead): an upload whose bytes were written (or found
 already stored) just before gc deletes them links an object that is gone. A long grace makes it
 need a re-upload of an object unlinked for a day, during the seconds gc touches that OID.

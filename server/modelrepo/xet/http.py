@@ -18,7 +18,9 @@ from modelrepo.keys import CATALOG, LFS, MODELS, SETTINGS, XET
 from modelrepo.web.hub_http import _base
 from modelrepo.web.lfs_http import parse_range, send_stored_object
 from modelrepo.web.middlewares import ACTION, identity_of
+from modelrepo.xet.files import Files
 from modelrepo.xet.service import Xet
+from modelrepo.xet.store import XetBackedStore
 
 PREFIX = "/xet"
 log = structlog.get_logger("modelrepo.xet")
@@ -106,10 +108,14 @@ async def fetch_xorb(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application) -> None:
-    """The Xet service and its routes: one call from create_app."""
+    """The Xet service and its routes: one call from create_app, after the LFS service exists.
+    LFS reads through the Xet-backed view of its store from here on, so objects uploaded through
+    Xet are LFS objects too (``xet.store``)."""
     settings = app[SETTINGS]
     lfs = app[LFS]
-    app[XET] = Xet(app[CATALOG], app[MODELS], lfs, lfs.signer, settings.lfs.action_expiry)
+    files = Files(app[CATALOG], lfs.store)
+    lfs.store = XetBackedStore(lfs.store, files)
+    app[XET] = Xet(app[CATALOG], app[MODELS], lfs, files, lfs.signer, settings.lfs.action_expiry)
     m = "/api/models/{ns}/{name}"
     app.router.add_get(m + "/xet-read-token/{rev}", read_token)
     app.router.add_get(m + "/xet-write-token/{rev}", write_token)

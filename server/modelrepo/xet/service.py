@@ -17,7 +17,6 @@ answers with those). Knowing a hash never gives access to anything.
 import asyncio
 import hashlib
 import secrets
-import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -34,14 +33,15 @@ from modelrepo.errors import Forbidden, InvalidInput, NotFound, StorageUnavailab
 from modelrepo.lfs.action_tokens import ActionClaim, ActionSigner
 from modelrepo.lfs.service import Lfs
 from modelrepo.models.service import Model, Models
+from modelrepo.storage.base import Verifier, batched
 from modelrepo.xet import hashes, shard, xorb
+from modelrepo.xet.files import Files, Term, pack_terms, unpack_terms
 from modelrepo.xet.xorb import XorbTable
 
 log = structlog.get_logger("modelrepo.xet")
 
 READ, WRITE, FETCH = "xet-read", "xet-write", "xet-fetch"
 SCOPES = {"read": READ, "write": WRITE}
-_TERM = struct.Struct("<32sIII")  # xorb hash, first chunk, end chunk, unpacked bytes
 MAX_PARALLEL_XORBS = 4  # xorbs held in memory while verified: 4 x 64 MiB at most
 DEDUP_TTL = 7 * 24 * 3600
 
@@ -62,14 +62,6 @@ class Fetch:
     token: str
 
 
-def _pack_terms(terms: list[shard.Term]) -> bytes:
-    return b"".join(_TERM.pack(t.xorb, t.start, t.end, t.unpacked) for t in terms)
-
-
-def _unpack_terms(blob: bytes) -> list[tuple[bytes, int, int, int]]:
-    return [_TERM.unpack_from(blob, i) for i in range(0, len(blob), _TERM.size)]
-
-
 def parse_hash(text: str, what: str) -> bytes:
     try:
         return hashes.from_hex(text)
@@ -78,11 +70,13 @@ def parse_hash(text: str, what: str) -> bytes:
 
 
 class Xet:
-    def __init__(self, catalog: Catalog, models: Models, lfs: Lfs, signer: ActionSigner, ttl: float) -> None:
+    def __init__(self, catalog: Catalog, models: Models, lfs: Lfs, files: Files, signer: ActionSigner,
+                 ttl: float) -> None:
         self.catalog = catalog
         self.models = models
         self.lfs = lfs
-        self.store = lfs.store
+        self.files = files
+        self.store = files.store  # the physical store
         self.signer = signer
         self.ttl = ttl
         self._xorb_slots = asyncio.Semaphore(MAX_PARALLEL_XORBS)
@@ -164,19 +158,6 @@ class Xet:
         async with self.catalog.read() as conn:
             return (await conn.execute(sa.select(xet_xorbs.c.size).where(xet_xorbs.c.hash == xorb_hex))).scalar()
 
-    async def xorb_tables(self, xorb_hexes: set[str]) -> dict[str, tuple[str, XorbTable]]:
-        """(store OID, chunk table) of each stored xorb among ``xorb_hexes``."""
-        found: dict[str, tuple[str, XorbTable]] = {}
-        wanted = sorted(xorb_hexes)
-        async with self.catalog.read() as conn:
-            for i in range(0, len(wanted), 500):
-                rows = await conn.execute(sa.select(xet_xorbs.c.hash, xet_xorbs.c.object_oid, xet_xorbs.c.chunks,
-                                                    xet_xorbs.c.data_end)
-                                          .where(xet_xorbs.c.hash.in_(wanted[i:i + 500])))
-                for r in rows:
-                    found[r.hash] = (r.object_oid, XorbTable.unpack(r.chunks, r.data_end))
-        return found
-
     # -- shards ------------------------------------------------------------------------------------
     async def upload_shard(self, model: Model, body: AsyncIterator[bytes]) -> int:
         """Register the shard's files for this repository (1), or 0 when all were already."""
@@ -185,7 +166,7 @@ class Xet:
         parsed = await asyncio.to_thread(shard.parse, data)
         named = {hashes.to_hex(t.xorb) for f in parsed.files for t in f.terms}
         named |= {hashes.to_hex(x.hash) for x in parsed.xorbs}
-        tables = await self.xorb_tables(named)
+        tables = await self.files.xorb_tables(named)
         missing = sorted(named - set(tables))
         if missing:
             raise shard.InvalidShard(f"the shard references xorb {missing[0]}, which is not stored; upload the "
@@ -197,60 +178,54 @@ class Xet:
         return 1 if new else 0
 
     async def _register(self, model: Model, info: shard.FileInfo, tables: dict[str, tuple[str, XorbTable]]) -> int:
+        """Link one verified file to the repository, for Xet and for LFS. Its bytes are rebuilt and
+        hashed once, the first time the file is registered, to hold the shard to the sha256 it
+        claims; nothing is written: the LFS object is a view of the xorbs (``xet.store``)."""
         file_hex = hashes.to_hex(info.hash)
         assert info.sha256 is not None
         sha = hashes.to_hex(info.sha256)  # written like every other hash: u64 words, little-endian
         size = info.size
-        if await self._file_linked(model.id, file_hex) and await self.lfs.linked_size(model.id, sha) == size:
+        terms = [Term(hashes.to_hex(t.xorb), t.start, t.end, t.unpacked) for t in info.terms]
+        linked = await self.lfs.linked_size(model.id, sha)
+        if linked == size and await self._file_linked(model.id, file_hex):
             return 0
-        if await self.lfs.linked_size(model.id, sha) is None:
+        if linked is None:
             await self.lfs.check_quota(model, [{"oid": sha, "size": size}], [sha])
-            terms = [(hashes.to_hex(t.xorb), t.start, t.end, t.unpacked) for t in info.terms]
-            await self.lfs.receive(model.id, sha, size, self.reconstruct(terms, tables))
+        if not await self._registered(file_hex, sha):
+            verifier = Verifier(sha, size)
+            async for group in batched(self.files.stream(terms, tables=tables), 4 * 1024 * 1024):
+                await asyncio.to_thread(lambda g=group: [verifier.update(c) for c in g])
+            verifier.finish()
         now = time.time()
-        xorbs = {hashes.to_hex(t.xorb) for t in info.terms}
         async with self.catalog.tx() as conn:
             await conn.execute(sqlite_insert(xet_files).values(hash=file_hex, sha256=sha, size=size,
-                                                               terms=_pack_terms(info.terms), created_at=now)
+                                                               terms=pack_terms(terms), created_at=now)
                                .on_conflict_do_nothing(index_elements=["hash"]))
             await conn.execute(sqlite_insert(xet_file_links).values(model_id=model.id, file_hash=file_hex,
                                                                     created_at=now)
                                .on_conflict_do_nothing(index_elements=["model_id", "file_hash"]))
-            for x in xorbs:
+            for x in {t.xorb for t in terms}:
                 await conn.execute(sqlite_insert(xet_xorb_links).values(model_id=model.id, xorb_hash=x, created_at=now)
                                    .on_conflict_do_nothing(index_elements=["model_id", "xorb_hash"]))
-            if info.terms:
-                first = info.terms[0]
-                h = tables[hashes.to_hex(first.xorb)][1].chunks[first.start].hash
-                await conn.execute(sqlite_insert(xet_dedup).values(chunk_hash=hashes.to_hex(h),
-                                                                   xorb_hash=hashes.to_hex(first.xorb))
+            if terms:
+                h = tables[terms[0].xorb][1].chunks[terms[0].start].hash
+                await conn.execute(sqlite_insert(xet_dedup).values(chunk_hash=hashes.to_hex(h), xorb_hash=terms[0].xorb)
                                    .on_conflict_do_nothing(index_elements=["chunk_hash", "xorb_hash"]))
+        # The LFS object (stat through the Xet-backed store finds the file just registered).
+        await self.lfs.record(model.id, sha, size)
         log.info("xet_file_registered", model=model.full_name, file=file_hex, sha256=sha, size=size,
-                 terms=len(info.terms))
+                 terms=len(terms))
         return 1
+
+    async def _registered(self, file_hex: str, sha: str) -> bool:
+        async with self.catalog.read() as conn:
+            return (await conn.execute(sa.select(xet_files.c.hash).where(
+                xet_files.c.hash == file_hex, xet_files.c.sha256 == sha))).first() is not None
 
     async def _file_linked(self, model_id: int, file_hex: str) -> bool:
         async with self.catalog.read() as conn:
             return (await conn.execute(sa.select(xet_file_links.c.file_hash).where(
                 xet_file_links.c.model_id == model_id, xet_file_links.c.file_hash == file_hex))).first() is not None
-
-    async def reconstruct(self, terms: list[tuple[str, int, int, int]],
-                          tables: dict[str, tuple[str, XorbTable]]) -> AsyncIterator[bytes]:
-        """The file's bytes, term by term, read from the store a range at a time: memory holds one
-        read buffer and the chunks decoded from it."""
-        for xorb_hex, start, end, unpacked in terms:
-            oid, table = tables[xorb_hex]
-            first, stop = table.byte_range(start, end)
-            decoder = xorb.ChunkDecoder()
-            count = got = 0
-            async for piece in self.store.read(oid, first, stop):
-                for chunk in await asyncio.to_thread(decoder.feed, piece):
-                    count += 1
-                    got += len(chunk)
-                    yield chunk
-            decoder.finish()
-            if count != end - start or got != unpacked:
-                raise StorageUnavailable(f"xorb {xorb_hex} in the store does not match its catalog entry")
 
     # -- global dedup ------------------------------------------------------------------------------
     async def dedup(self, model: Model, chunk_hex: str) -> bytes:
@@ -272,7 +247,7 @@ class Xet:
                                        secrets.token_bytes(32), DEDUP_TTL)
 
     # -- downloads ---------------------------------------------------------------------------------
-    async def file_terms(self, model_id: int, file_hex: str) -> tuple[int, list[tuple[str, int, int, int]]]:
+    async def file_terms(self, model_id: int, file_hex: str) -> tuple[int, list[Term]]:
         """(size, terms) of a file this repository may read; the same 404 whether it does not exist
         or belongs to someone else."""
         parse_hash(file_hex, "file")
@@ -283,18 +258,19 @@ class Xet:
                 .where(xet_files.c.hash == file_hex, xet_file_links.c.model_id == model_id))).first()
         if row is None:
             raise NotFound("file not found")
-        return row.size, [(hashes.to_hex(x), s, e, u) for x, s, e, u in _unpack_terms(row.terms)]
+        return row.size, unpack_terms(row.terms)
 
-    async def reconstruction(self, model: Model, file_hex: str, size: int, terms: list[tuple[str, int, int, int]],
+    async def reconstruction(self, model: Model, file_hex: str, size: int, terms: list[Term],
                              first_byte: int, end_byte: int, sign: Callable[[str, int, int], str]) -> dict:
         """The spec's QueryReconstructionResponse (v1) for bytes [first_byte, end_byte) of a file
         (``file_terms``), one signed fetch URL per term."""
-        tables = await self.xorb_tables({t[0] for t in terms})
+        tables = await self.files.xorb_tables({t.xorb for t in terms})
         out_terms: list[dict] = []
         fetch: dict[str, list[dict]] = {}
         offset_into_first = 0
         pos = 0
-        for xorb_hex, start, end, unpacked in terms:
+        for term in terms:
+            xorb_hex, start, end, unpacked = term.xorb, term.start, term.end, term.unpacked
             if pos >= end_byte:
                 break
             if pos + unpacked <= first_byte:
