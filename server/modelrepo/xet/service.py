@@ -29,7 +29,15 @@ from modelrepo.accounts.access import Identity
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.schema import models as models_table, namespaces
 from modelrepo.catalog.schema import xet_dedup, xet_file_links, xet_files, xet_xorb_links, xet_xorbs
-from modelrepo.errors import Forbidden, InvalidInput, NotFound, StorageUnavailable, TooLarge, Unauthenticated
+from modelrepo.errors import (
+    Forbidden,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    StorageUnavailable,
+    TooLarge,
+    Unauthenticated,
+)
 from modelrepo.lfs.action_tokens import ActionClaim, ActionSigner
 from modelrepo.lfs.service import Lfs
 from modelrepo.models.service import Model, Models
@@ -195,7 +203,10 @@ class Xet:
             verifier = Verifier(sha, size)
             async for group in batched(self.files.stream(terms, tables=tables), 4 * 1024 * 1024):
                 await asyncio.to_thread(lambda g=group: [verifier.update(c) for c in g])
-            verifier.finish()
+            try:
+                verifier.finish()
+            except IntegrityError as exc:
+                raise shard.InvalidShard(f"file {file_hex}: {exc}") from None
         now = time.time()
         async with self.catalog.tx() as conn:
             await conn.execute(sqlite_insert(xet_files).values(hash=file_hex, sha256=sha, size=size,
