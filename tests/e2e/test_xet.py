@@ -16,6 +16,7 @@ from ..helpers import Git, http, start_daemon
 from ..xet_build import serialize_xorb, upload_shard
 from .test_hooks_webhooks import CARD
 from .test_hub import hf
+from .test_ops import cli, damage, gc_line, ops_daemon  # noqa: F401 - ops_daemon is a fixture
 
 pytest.importorskip("hf_xet")
 pytestmark = pytest.mark.skipif(shutil.which("git-lfs") is None, reason="git-lfs is not installed")
@@ -208,3 +209,75 @@ def test_bad_uploads_are_refused_and_leave_nothing_stored(hub, uploaded):
     good = upload_shard([([(h, 0, 3, chunks)], b"".join(chunks))])
     assert http("POST", f"{cas}/v1/shards", token=tok, raw=good).json() == {"result": 1}
     assert catalog_rows(d, "xet_files") == files + 1
+
+
+def test_quota_counts_stored_chunks_once(hub, uploaded):
+    d = hub
+    usage = d.ok("GET", "/api/v1/namespaces/acme")["usage"]["bytes"]
+    # Two 64 MiB versions, stored as their xorbs: one file's worth plus the changed chunks.
+    assert SIZE <= usage < SIZE * 1.05, usage
+    d.ok("PUT", "/api/v1/namespaces/evil/quota", body={"bytes": 10000, "models": None})
+    try:
+        w = token(d, "eve", "evil/probe", "write")
+        h, data = serialize_xorb([os.urandom(30000)])
+        names = stored_names(d)
+        r = http("POST", f"{w['casUrl']}/v1/xorbs/default/{to_hex(h)}", token=w["accessToken"], raw=data)
+        assert r.status == 507 and b"quota" in r.body
+        assert stored_names(d) == names
+    finally:
+        d.ok("PUT", "/api/v1/namespaces/evil/quota", body={"bytes": None, "models": None})
+
+
+# -- gc and fsck, on a local and an S3 store ---------------------------------------------------------
+
+def cas_upload(d, user: str, repo: str, chunks: list[bytes]) -> tuple[str, str, bytes]:
+    """Upload one xorb and a shard registering its chunks as one file: (xorb hash, the xorb's store
+    key, the file's bytes)."""
+    w = token(d, user, repo, "write")
+    h, data = serialize_xorb(chunks)
+    assert http("POST", f"{w['casUrl']}/v1/xorbs/default/{to_hex(h)}", token=w["accessToken"], raw=data).status == 200
+    content = b"".join(chunks)
+    shard = upload_shard([([(h, 0, len(chunks), chunks)], content)], [(h, chunks)])
+    r = http("POST", f"{w['casUrl']}/v1/shards", token=w["accessToken"], raw=shard)
+    assert r.status == 200, r.body
+    return to_hex(h), hashlib.sha256(data).hexdigest(), content
+
+
+def lfs_download(d, user: str, repo: str, content: bytes) -> bytes:
+    oid = hashlib.sha256(content).hexdigest()
+    r = d.api("POST", f"/{repo}.git/info/lfs/objects/batch", user,
+              body={"operation": "download", "objects": [{"oid": oid, "size": len(content)}]},
+              headers={"Accept": "application/vnd.git-lfs+json"})
+    action = r.json()["objects"][0]["actions"]["download"]
+    return http("GET", action["href"], headers=action.get("header", {})).body
+
+
+def test_gc_and_fsck_know_xet(ops_daemon):
+    d = ops_daemon
+    for name in ("a", "b"):
+        d.ok("POST", "/api/v1/models", body={"namespace": "acme", "name": name})
+    chunks = [os.urandom(20000) for _ in range(4)]
+    xorb_hash, key, content = cas_upload(d, "alice", "acme/a", chunks)
+    # git-lfs reads the file uploaded through Xet: it was not stored a second time.
+    assert lfs_download(d, "alice", "acme/a", content) == content
+    assert d.stored(hashlib.sha256(content).hexdigest()) is None and d.stored(key) is not None
+
+    r = cli(d, "fsck")
+    assert r.returncode == 0 and "1 Xet xorb(s)" in r.stdout, r.stdout + r.stderr
+    r = cli(d, "gc", "--grace", "0")
+    assert r.returncode == 0 and d.stored(key) is not None, r.stdout + r.stderr  # linked: kept
+
+    d.ok("DELETE", "/api/v1/models/acme/a")
+    r = cli(d, "gc", "--grace", "0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert gc_line(r.stdout, "unreferenced xorbs")[0] == "1", r.stdout
+    assert gc_line(r.stdout, "unlinked Xet files")[0] == "1", r.stdout
+    assert d.stored(key) is None
+    assert (catalog_rows(d, "xet_xorbs"), catalog_rows(d, "xet_files"), catalog_rows(d, "lfs_objects")) == (0, 0, 0)
+
+    # fsck names a corrupt xorb, and the LFS object rebuilt from it.
+    xorb_hash, key, content = cas_upload(d, "alice", "acme/b", chunks)
+    _, data = serialize_xorb(chunks)
+    damage(d, key, data[:50] + bytes([data[50] ^ 1]) + data[51:])
+    r = cli(d, "fsck")
+    assert r.returncode == 1 and f"xorb {xorb_hash}: corrupt" in r.stdout, r.stdout + r.stderr

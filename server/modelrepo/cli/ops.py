@@ -25,6 +25,7 @@ from modelrepo.models.service import Models
 from modelrepo.push.rules import human
 from modelrepo.settings import Settings, parse_duration
 from modelrepo.storage import open_store
+from modelrepo.xet.store import xet_view
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
@@ -90,7 +91,7 @@ async def fsck(settings: Settings, accounts: Accounts, models: Models, full_name
     """Re-hash LFS objects, git fsck the repositories, check every LFS pointer on every branch and
     tag; with NS/NAME, only that model. Exits 1 and lists the problems when there are any."""
     only = await _model_ref(models, full_name) if full_name else None
-    store = open_store(settings)
+    store = xet_view(open_store(settings), models.catalog)
     with contextlib.ExitStack() as bars:
         def progress(total: int) -> Callable[[int], None]:
             if not total or not sys.stderr.isatty():

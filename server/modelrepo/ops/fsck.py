@@ -18,7 +18,9 @@ Three checks, all read-only, safe while the daemon runs:
     are parsed once, so many similar refs cost little more than one. History behind the tips is
     not walked: a push is judged on its tips too.
 
-Models without a repository and repositories without a model are reported as well.
+Models without a repository and repositories without a model are reported as well. Objects
+uploaded through Xet are LFS objects rebuilt from their xorbs (the caller passes the Xet-backed
+store view), so (a) re-hashes them too; the xorbs themselves are verified by ``xet/fsck.py``.
 """
 
 import asyncio
@@ -36,6 +38,7 @@ from modelrepo.push.rules import POINTER_MAX, LfsPointer, human, parse_pointer
 from modelrepo.git.repos import RepoStore
 from modelrepo.storage.base import ObjectStore
 from modelrepo.git.ops import git
+from modelrepo.xet import fsck as xet_fsck
 
 HASH_CONCURRENCY = 4
 STAT_CONCURRENCY = 16
@@ -345,6 +348,10 @@ async def run_fsck(catalog: Catalog, store: ObjectStore, repos: RepoStore, git_b
     # (c)'s scan first: the pointer locations make (a)'s findings readable.
     uses = await _scan_all(present, report)
     await _check_objects(catalog, store, only, uses, progress, report)
+    if only is None:
+        xorbs, xorb_bytes, problems = await xet_fsck.check(catalog, store)
+        report.problems += problems
+        report.notes.append(f"{xorbs} Xet xorb(s) ({human(xorb_bytes)}) verified")
     # (b) last: the slowest, and independent of the rest.
     for model in present:
         if problem := await git_fsck(git_binary, model):

@@ -18,9 +18,8 @@ from modelrepo.keys import CATALOG, LFS, MODELS, SETTINGS, XET
 from modelrepo.web.hub_http import _base
 from modelrepo.web.lfs_http import parse_range, send_stored_object
 from modelrepo.web.middlewares import ACTION, identity_of
-from modelrepo.xet.files import Files
 from modelrepo.xet.service import Xet
-from modelrepo.xet.store import XetBackedStore
+from modelrepo.xet.store import xet_view
 
 PREFIX = "/xet"
 log = structlog.get_logger("modelrepo.xet")
@@ -113,8 +112,8 @@ def setup(app: web.Application) -> None:
     Xet are LFS objects too (``xet.store``)."""
     settings = app[SETTINGS]
     lfs = app[LFS]
-    files = Files(app[CATALOG], lfs.store)
-    lfs.store = XetBackedStore(lfs.store, files)
+    lfs.store = xet_view(lfs.store, app[CATALOG])
+    files = lfs.store.files
     app[XET] = Xet(app[CATALOG], app[MODELS], lfs, files, lfs.signer, settings.lfs.action_expiry)
     m = "/api/models/{ns}/{name}"
     app.router.add_get(m + "/xet-read-token/{rev}", read_token)

@@ -31,6 +31,7 @@ from modelrepo.catalog.schema import models as models_table, namespaces
 from modelrepo.catalog.schema import xet_dedup, xet_file_links, xet_files, xet_xorb_links, xet_xorbs
 from modelrepo.errors import (
     Forbidden,
+    InsufficientStorage,
     IntegrityError,
     InvalidInput,
     NotFound,
@@ -41,6 +42,7 @@ from modelrepo.errors import (
 from modelrepo.lfs.action_tokens import ActionClaim, ActionSigner
 from modelrepo.lfs.service import Lfs
 from modelrepo.models.service import Model, Models
+from modelrepo.push.rules import human
 from modelrepo.storage.base import Verifier, batched
 from modelrepo.xet import hashes, shard, xorb
 from modelrepo.xet.files import Files, Term, pack_terms, unpack_terms
@@ -136,6 +138,7 @@ class Xet:
             data = await _read_bounded(body, xorb.MAX_XORB_BYTES,
                                        f"xorb exceeds the limit of {xorb.MAX_XORB_BYTES} bytes")
             table, oid = await asyncio.to_thread(_verify_xorb, data, expected)
+            await self._check_quota(model, xorb_hex, len(data))
             known = await self._xorb_size(xorb_hex)
             inserted = known is None
             size = len(data)
@@ -161,6 +164,27 @@ class Xet:
         log.info("xet_xorb_stored" if inserted else "xet_xorb_present", model=model.full_name, xorb=xorb_hex,
                  chunks=len(table.chunks), unpacked=table.unpacked)
         return inserted
+
+    async def _check_quota(self, model: Model, xorb_hex: str, size: int) -> None:
+        """507 when a xorb new to the namespace would take it over its byte quota. Quotas count
+        stored bytes: a xorb the namespace already holds costs nothing."""
+        accounts = self.models.accounts
+        quota = (await accounts.quota(model.namespace_id))["bytes"]
+        if quota is None:
+            return
+        async with self.catalog.read() as conn:
+            held = (await conn.execute(
+                sa.select(xet_xorb_links.c.xorb_hash).join(models_table, models_table.c.id == xet_xorb_links.c.model_id)
+                .where(models_table.c.namespace_id == model.namespace_id, xet_xorb_links.c.xorb_hash == xorb_hex)
+                .limit(1))).first()
+        if held is not None:
+            return
+        used = (await accounts.usage(model.namespace_id))["bytes"]
+        if used + size > quota:
+            raise InsufficientStorage(
+                f"namespace {model.namespace} storage quota exceeded: {human(used)} used of {human(quota)}, this "
+                f"upload needs {human(size)} more. Ask an administrator to raise the quota (modelrepo namespace "
+                f"set-quota {model.namespace} --bytes ...) or delete unused models.")
 
     async def _xorb_size(self, xorb_hex: str) -> int | None:
         async with self.catalog.read() as conn:
@@ -197,8 +221,7 @@ class Xet:
         linked = await self.lfs.linked_size(model.id, sha)
         if linked == size and await self._file_linked(model.id, file_hex):
             return 0
-        if linked is None:
-            await self.lfs.check_quota(model, [{"oid": sha, "size": size}], [sha])
+        # No quota check here: a file is its xorbs, counted when they were uploaded.
         if not await self._registered(file_hex, sha):
             verifier = Verifier(sha, size)
             async for group in batched(self.files.stream(terms, tables=tables), 4 * 1024 * 1024):
@@ -208,14 +231,20 @@ class Xet:
             except IntegrityError as exc:
                 raise shard.InvalidShard(f"file {file_hex}: {exc}") from None
         now = time.time()
+        xorbs = {t.xorb for t in terms}
         async with self.catalog.tx() as conn:
+            # gc deletes unreferenced xorbs under this lock: recheck that every one is still there.
+            present = (await conn.execute(sa.select(sa.func.count()).select_from(xet_xorbs)
+                                          .where(xet_xorbs.c.hash.in_(xorbs)))).scalar_one()
+            if present != len(xorbs):
+                raise StorageUnavailable("a xorb this file needs was removed meanwhile; upload the file again")
             await conn.execute(sqlite_insert(xet_files).values(hash=file_hex, sha256=sha, size=size,
                                                                terms=pack_terms(terms), created_at=now)
                                .on_conflict_do_nothing(index_elements=["hash"]))
             await conn.execute(sqlite_insert(xet_file_links).values(model_id=model.id, file_hash=file_hex,
                                                                     created_at=now)
                                .on_conflict_do_nothing(index_elements=["model_id", "file_hash"]))
-            for x in {t.xorb for t in terms}:
+            for x in xorbs:
                 await conn.execute(sqlite_insert(xet_xorb_links).values(model_id=model.id, xorb_hash=x, created_at=now)
                                    .on_conflict_do_nothing(index_elements=["model_id", "xorb_hash"]))
             if terms:

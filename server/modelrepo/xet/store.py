@@ -16,8 +16,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from modelrepo.catalog.db import Catalog
 from modelrepo.storage.base import ObjectStore, Verifier, batched
 from modelrepo.xet.files import Files
+
+
+def xet_view(inner: ObjectStore, catalog: Catalog) -> "XetBackedStore":
+    """The store as LFS readers must see it (the daemon, fsck)."""
+    return XetBackedStore(inner, Files(catalog, inner))
 
 
 class XetBackedStore:
