@@ -281,3 +281,32 @@ def test_gc_and_fsck_know_xet(ops_daemon):
     damage(d, key, data[:50] + bytes([data[50] ^ 1]) + data[51:])
     r = cli(d, "fsck")
     assert r.returncode == 1 and f"xorb {xorb_hash}: corrupt" in r.stdout, r.stdout + r.stderr
+
+
+def test_backup_and_restore_keep_xet_files(tmp_path):
+    d = start_daemon()
+    restored = None
+    try:
+        d.ok("POST", "/api/v1/namespaces", body={"name": "acme"})
+        d.user("alice")
+        d.ok("PUT", "/api/v1/namespaces/acme/members/alice", body={"role": "writer"})
+        d.ok("POST", "/api/v1/models", body={"namespace": "acme", "name": "a"})
+        git = Git(tmp_path / "home")
+        work = git.new_repo(tmp_path / "w", {"README.md": CARD})
+        git.run("push", "-q", d.git_url("acme/a.git", "alice"), "main", cwd=work)
+        chunks = [os.urandom(20000) for _ in range(3)]
+        _, key, content = cas_upload(d, "alice", "acme/a", chunks)
+        r = cli(d, "backup", str(tmp_path / "bk"))
+        assert r.returncode == 0 and "WARNING" not in r.stdout + r.stderr, r.stdout + r.stderr
+        assert (tmp_path / "bk" / "lfs" / "objects" / key[:2] / key[2:4] / key).is_file()  # the xorb
+        new = tmp_path / "restored"
+        r = cli(d, "restore", str(tmp_path / "bk"), data=new)
+        assert r.returncode == 0 and "WARNING" not in r.stdout + r.stderr, r.stdout + r.stderr
+        restored = start_daemon(new)
+        restored.tokens["alice"] = d.tokens["alice"]
+        assert lfs_download(restored, "alice", "acme/a", content) == content
+    finally:
+        d.stop()
+        if restored is not None:
+            restored.stop()
+        shutil.rmtree(d.data.parent, ignore_errors=True)

@@ -61,7 +61,7 @@ from pathlib import Path
 import pygit2
 import sqlalchemy as sa
 
-from modelrepo.catalog.schema import lfs_links, lfs_objects, models, namespaces
+from modelrepo.catalog.schema import lfs_links, lfs_objects, models, namespaces, xet_files, xet_xorbs
 from modelrepo.push.rules import human
 from modelrepo.git.repos import RepoStore, configure
 from modelrepo.settings import Settings
@@ -325,10 +325,15 @@ def _object_path(root: Path, oid: str) -> Path:
 
 
 def recorded_objects(db: Path) -> list[sa.Row]:
-    """(oid, size, linked) of every object the catalog records."""
-    linked = sa.exists().where(lfs_links.c.oid == lfs_objects.c.oid).label("linked")
+    """(oid, size, linked) of every object the catalog records: LFS objects and xorbs (stored
+    under the sha256 of their bytes). An LFS object uploaded through Xet has no bytes of its own
+    (it is rebuilt from its xorbs), so it counts as unlinked: copied if present, else skipped."""
+    xet_backed = sa.exists().where(xet_files.c.sha256 == lfs_objects.c.oid)
+    linked = sa.and_(sa.exists().where(lfs_links.c.oid == lfs_objects.c.oid), ~xet_backed)
+    query = sa.union(sa.select(lfs_objects.c.oid, lfs_objects.c.size, linked.label("linked")),
+                     sa.select(xet_xorbs.c.object_oid.label("oid"), xet_xorbs.c.size, sa.true().label("linked")))
     with _sync_engine(db).connect() as conn:
-        return list(conn.execute(sa.select(lfs_objects.c.oid, lfs_objects.c.size, linked).order_by(lfs_objects.c.oid)))
+        return list(conn.execute(query.order_by("oid")))
 
 
 def copy_verified(src: Path, dst: Path, oid: str, size: int) -> str | None:
@@ -565,8 +570,10 @@ async def _verify_and_rebuild(settings: Settings) -> list[str]:
     from modelrepo.catalog.db import Catalog  # noqa: PLC0415
     from modelrepo.storage import open_store  # noqa: PLC0415
 
+    from modelrepo.xet.store import xet_view  # noqa: PLC0415
+
     catalog = Catalog.open(settings.catalog_path)
-    store = open_store(settings)
+    store = xet_view(open_store(settings), catalog)  # objects uploaded through Xet are rebuilt
     try:
         warnings = await _missing_objects(catalog, store)
         await _rebuild_mirror(settings, catalog)
