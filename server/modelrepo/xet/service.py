@@ -52,8 +52,10 @@ log = structlog.get_logger("modelrepo.xet")
 
 READ, WRITE, FETCH = "xet-read", "xet-write", "xet-fetch"
 SCOPES = {"read": READ, "write": WRITE}
-MAX_PARALLEL_XORBS = 4  # xorbs held in memory while verified: 4 x 64 MiB at most
+MAX_PARALLEL_XORBS = 2  # xorbs held in memory while verified: 2 x 65 MiB at most
 DEDUP_TTL = 7 * 24 * 3600
+DEDUP_FILES = 200  # recent files of the repository searched for the queried xorb
+DEDUP_XORBS = 64  # xorbs described in one dedup answer (~4 GiB of file data, ~4 MiB of shard)
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,7 @@ class Xet:
         """Register the shard's files for this repository (1), or 0 when all were already."""
         data = await _read_bounded(body, shard.MAX_SHARD_BYTES,
                                    f"shard exceeds the limit of {shard.MAX_SHARD_BYTES} bytes")
-        parsed = await asyncio.to_thread(shard.parse, data)
+        parsed = await asyncio.to_thread(shard.parse, bytes(data))
         named = {hashes.to_hex(t.xorb) for f in parsed.files for t in f.terms}
         named |= {hashes.to_hex(x.hash) for x in parsed.xorbs}
         tables = await self.files.xorb_tables(named)
@@ -269,22 +271,37 @@ class Xet:
 
     # -- global dedup ------------------------------------------------------------------------------
     async def dedup(self, model: Model, chunk_hex: str) -> bytes:
-        """A shard describing a xorb of this repository that holds the chunk, its chunk hashes keyed
-        so that only a client holding a chunk recognises it."""
+        """A shard describing the xorb of this repository that holds the chunk and, after it, the
+        other xorbs of this repository's files that use it (a new version of a file mostly repeats
+        the old one, and the client asks only about one chunk in ~1024). Chunk hashes are keyed,
+        so only a client holding a chunk recognises it."""
         parse_hash(chunk_hex, "chunk")
         async with self.catalog.read() as conn:
-            row = (await conn.execute(
-                sa.select(xet_xorbs.c.hash, xet_xorbs.c.chunks, xet_xorbs.c.data_end, xet_xorbs.c.size)
-                .join(xet_dedup, xet_dedup.c.xorb_hash == xet_xorbs.c.hash)
-                .join(xet_xorb_links, xet_xorb_links.c.xorb_hash == xet_xorbs.c.hash)
+            hit = (await conn.execute(
+                sa.select(xet_dedup.c.xorb_hash)
+                .join(xet_xorb_links, xet_xorb_links.c.xorb_hash == xet_dedup.c.xorb_hash)
                 .where(xet_dedup.c.chunk_hash == chunk_hex, xet_xorb_links.c.model_id == model.id)
-                .order_by(xet_xorbs.c.created_at.desc()).limit(1))).first()
-        if row is None:
-            raise NotFound("chunk not known to this repository")
-        table = XorbTable.unpack(row.chunks, row.data_end)
-        chunks = [(c.hash, c.offset, c.length) for c in table.chunks]
-        return await asyncio.to_thread(shard.dedup_shard, [(hashes.from_hex(row.hash), chunks, row.size)],
-                                       secrets.token_bytes(32), DEDUP_TTL)
+                .limit(1))).scalar()
+            if hit is None:
+                raise NotFound("chunk not known to this repository")
+            recent = (await conn.execute(
+                sa.select(xet_files.c.terms).join(xet_file_links, xet_file_links.c.file_hash == xet_files.c.hash)
+                .where(xet_file_links.c.model_id == model.id)
+                .order_by(xet_file_links.c.created_at.desc()).limit(DEDUP_FILES))).scalars().all()
+        wanted = [hit]
+        for blob in recent:
+            named = [t.xorb for t in unpack_terms(blob)]
+            if hit in named:
+                wanted += [x for x in dict.fromkeys(named) if x not in wanted]
+            if len(wanted) >= DEDUP_XORBS:
+                break
+        tables = await self.files.xorb_tables(set(wanted[:DEDUP_XORBS]))
+        async with self.catalog.read() as conn:
+            sizes = dict((await conn.execute(sa.select(xet_xorbs.c.hash, xet_xorbs.c.size)
+                                              .where(xet_xorbs.c.hash.in_(list(tables))))).all())
+        described = [(hashes.from_hex(x), [(c.hash, c.offset, c.length) for c in tables[x][1].chunks], sizes[x])
+                     for x in wanted[:DEDUP_XORBS] if x in tables]
+        return await asyncio.to_thread(shard.dedup_shard, described, secrets.token_bytes(32), DEDUP_TTL)
 
     # -- downloads ---------------------------------------------------------------------------------
     async def file_terms(self, model_id: int, file_hex: str) -> tuple[int, list[Term]]:
@@ -363,7 +380,7 @@ class Xet:
                 .where(xet_files.c.sha256 == sha256, xet_file_links.c.model_id == model_id).limit(1))).scalar()
 
 
-def _verify_xorb(data: bytes, expected: bytes) -> tuple[XorbTable, str]:
+def _verify_xorb(data: bytes | bytearray, expected: bytes) -> tuple[XorbTable, str]:
     table = xorb.parse(data, expected)
     return table, hashlib.sha256(data).hexdigest()
 
@@ -395,14 +412,15 @@ def _verify_files(files: list[shard.FileInfo], tables: dict[str, tuple[str, Xorb
             raise shard.InvalidShard(f"file hash {name} does not match its chunks")
 
 
-async def _read_bounded(body: AsyncIterator[bytes], limit: int, message: str) -> bytes:
+async def _read_bounded(body: AsyncIterator[bytes], limit: int, message: str) -> bytearray:
+    """The whole body (bounded): returned as the buffer itself, not a copy of up to 65 MiB."""
     buf = bytearray()
     async for piece in body:
         buf += piece
         if len(buf) > limit:
             raise TooLarge(message)
-    return bytes(buf)
+    return buf
 
 
-async def _once(data: bytes) -> AsyncIterator[bytes]:
+async def _once(data: bytes | bytearray) -> AsyncIterator[bytes]:
     yield data

@@ -111,7 +111,7 @@ def _header(buf: bytes | memoryview, pos: int) -> tuple[int, int, int]:
     return compressed, scheme, size
 
 
-def parse(data: bytes, expected: bytes) -> XorbTable:
+def parse(data: bytes | bytearray, expected: bytes) -> XorbTable:
     """Verify a whole serialized xorb against the hash it is uploaded under (CPU-bound: run it
     in a thread). Raises InvalidXorb with the reason."""
     if len(data) > MAX_XORB_BYTES:
