@@ -124,7 +124,9 @@ async def resolve(request: web.Request) -> web.StreamResponse:
         if xet_hash:
             token_url = f"{_base(request)}/api/models/{r.model.full_name}/xet-read-token/{r.commit}"
             headers.update({"X-Xet-Hash": xet_hash, "Link": f'<{token_url}>; rel="xet-auth"'})
-        if lfs.direct:
+        # A file stored through Xet is streamed (rebuilt from its xorbs) rather than materialized
+        # in the bucket for a redirect: Xet clients fetch xorb ranges and never read it whole.
+        if lfs.direct and not xet_hash:
             presigned = await lfs.store.presign_download(entry.lfs_oid, request.app[SETTINGS].lfs.action_expiry)
             raise web.HTTPFound(presigned.href, headers=headers)
         return await send_stored_object(request, lfs.store, entry.lfs_oid, size, headers)

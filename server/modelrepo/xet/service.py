@@ -141,10 +141,13 @@ class Xet:
                                        f"xorb exceeds the limit of {xorb.MAX_XORB_BYTES} bytes")
             table, oid = await asyncio.to_thread(_verify_xorb, data, expected)
             await self._check_quota(model, xorb_hex, len(data))
-            known = await self._xorb_size(xorb_hex)
-            inserted = known is None
             size = len(data)
-            if await self.store.stat(oid) != size:
+            known = await self._xorb_object(xorb_hex)
+            inserted = known is None
+            if known is not None and await self.store.stat(known[0]) == known[1]:
+                # Stored already, maybe as other bytes (the footer's nonce varies): keep that copy.
+                oid, size = known
+            elif await self.store.stat(oid) != size:
                 await self.store.put(oid, size, _once(data))
             del data
         eligible = [c.hash for c in table.chunks if hashes.dedup_eligible(c.hash)] + [table.chunks[0].hash]
@@ -157,6 +160,9 @@ class Xet:
                 hash=xorb_hex, object_oid=oid, size=size,
                 unpacked=table.unpacked, data_end=table.data_end, chunks=table.pack(), created_at=now)
                 .on_conflict_do_nothing(index_elements=["hash"]))
+            # A re-upload replaces a recorded xorb whose bytes went missing from the store.
+            await conn.execute(xet_xorbs.update().where(xet_xorbs.c.hash == xorb_hex, xet_xorbs.c.object_oid != oid)
+                               .values(object_oid=oid, size=size, data_end=table.data_end, chunks=table.pack()))
             await conn.execute(sqlite_insert(xet_xorb_links).values(model_id=model.id, xorb_hash=xorb_hex,
                                                                     created_at=now)
                                .on_conflict_do_nothing(index_elements=["model_id", "xorb_hash"]))
@@ -188,9 +194,12 @@ class Xet:
                 f"upload needs {human(size)} more. Ask an administrator to raise the quota (modelrepo namespace "
                 f"set-quota {model.namespace} --bytes ...) or delete unused models.")
 
-    async def _xorb_size(self, xorb_hex: str) -> int | None:
+    async def _xorb_object(self, xorb_hex: str) -> tuple[str, int] | None:
+        """(store key, size) of a recorded xorb."""
         async with self.catalog.read() as conn:
-            return (await conn.execute(sa.select(xet_xorbs.c.size).where(xet_xorbs.c.hash == xorb_hex))).scalar()
+            row = (await conn.execute(sa.select(xet_xorbs.c.object_oid, xet_xorbs.c.size)
+                                      .where(xet_xorbs.c.hash == xorb_hex))).first()
+        return None if row is None else (row.object_oid, row.size)
 
     # -- shards ------------------------------------------------------------------------------------
     async def upload_shard(self, model: Model, body: AsyncIterator[bytes]) -> int:
