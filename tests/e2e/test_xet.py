@@ -3,6 +3,7 @@ the daemon's Xet CAS: uploads, dedup of a changed version, the same bytes throug
 and Xet downloads, tenancy, and refusal of bad xorbs and shards with nothing stored."""
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -116,12 +117,15 @@ def test_git_clone_returns_identical_bytes(hub, uploaded, tmp_path):
 @pytest.mark.parametrize("xet", [True, False])
 def test_hf_hub_download_with_and_without_xet(hub, uploaded, tmp_path, xet):
     d = hub
+    reconstructions = d.log().count("/xet/v1/reconstructions/")
     out = hf(d, d.tokens["alice"], """
         import hashlib
         p = hf_hub_download("acme/bert", "model.safetensors")
         print(json.dumps({"sha": hashlib.sha256(open(p, "rb").read()).hexdigest()}))
     """, tmp_path, xet=xet)
     assert out["sha"] == hashlib.sha256(uploaded["v2"]).hexdigest()
+    # With hf_xet the client rebuilt the file from xorb ranges; without it, it read /resolve.
+    assert (d.log().count("/xet/v1/reconstructions/") > reconstructions) == xet
     head = d.api("HEAD", "/acme/bert/resolve/main/model.safetensors", "alice")
     assert head.status == 200
     assert "X-Xet-Hash" in head.headers and 'rel="xet-auth"' in head.headers["Link"]
@@ -329,7 +333,11 @@ def xet_download(d, user: str, repo: str, file_hex: str, byte_range: str | None 
         chunks = list(iter_chunks(got.body))
         skip = term["range"]["start"] - fetch["range"]["start"]
         out += b"".join(chunks[skip:skip + term["range"]["end"] - term["range"]["start"]])
-    return out[body["offset_into_first_range"]:]
+    out = out[body["offset_into_first_range"]:]
+    if byte_range:  # whole chunks come back: the client cuts the end (download-protocol.md)
+        first, last = (int(n) for n in byte_range.removeprefix("bytes=").split("-"))
+        out = out[:last - first + 1]
+    return out
 
 
 def test_every_store_serves_xet_files_to_both_protocols(lfs_daemon):
@@ -347,4 +355,19 @@ def test_every_store_serves_xet_files_to_both_protocols(lfs_daemon):
     file_hex = to_hex(file_hash([(chunk_hash(c), len(c)) for c in chunks]))
     assert xet_download(d, f"{ns}u", f"{ns}/m", file_hex) == content
     assert xet_download(d, f"{ns}u", f"{ns}/m", file_hex, "bytes=100000-250000") == content[100000:250001]
+    # Committed as an LFS pointer (what huggingface_hub does after a Xet upload), then read back
+    # through /resolve (streamed even in S3 direct mode) and through git-lfs.
+    oid = hashlib.sha256(content).hexdigest()
+    ndjson = b"\n".join(json.dumps(line).encode() for line in (
+        {"key": "header", "value": {"summary": "weights through Xet"}},
+        {"key": "lfsFile", "value": {"path": "model.safetensors", "algo": "sha256", "oid": oid,
+                                     "size": len(content)}}))
+    r = d.api("POST", f"/api/models/{ns}/m/commit/main", f"{ns}u", raw=ndjson,
+              headers={"Content-Type": "application/x-ndjson"})
+    assert r.status == 200, r.body
+    resolved = d.api("GET", f"/{ns}/m/resolve/main/model.safetensors", f"{ns}u")
+    assert resolved.status == 200 and resolved.body == content and resolved.headers["X-Xet-Hash"] == file_hex
+    assert d.stored(oid) is None  # not materialized for /resolve
     assert lfs_download(d, f"{ns}u", f"{ns}/m", content) == content
+    # git-lfs is sent straight to the bucket in direct mode: only then is the object materialized.
+    assert (d.stored(oid) is not None) == (d.lfs_mode == "s3-direct")
