@@ -2,7 +2,8 @@
 # One entry point for a fresh Debian 12 machine (Python >= 3.11):
 #   ./quickstart.sh serve [modelrepo serve flags]   install, then run the daemon on ./data (SQLite + disk)
 #   ./quickstart.sh test  [pytest args]             install, then run the whole test suite
-# Installs the system packages it needs (git, git-lfs, python3-venv) with apt-get when missing,
+# Installs the system packages it needs (git, git-lfs, python3-venv; chromium for the tests) with
+# apt-get when missing,
 # then a virtualenv in .venv with the project and its test dependencies.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,9 +18,14 @@ PYTHON="${PYTHON:-python3}"
 missing=()
 command -v git >/dev/null || missing+=(git)
 command -v git-lfs >/dev/null || missing+=(git-lfs)
+command -v curl >/dev/null || missing+=(curl)
 command -v "$PYTHON" >/dev/null || missing+=(python3)
 if command -v "$PYTHON" >/dev/null && ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
   missing+=(python3-venv)
+fi
+# The web UI tests drive Debian's Chromium through Playwright (its own browser download is not used).
+if [ "$mode" = test ] && [ ! -x /usr/bin/chromium ]; then
+  missing+=(chromium)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "quickstart: installing ${missing[*]} with apt-get" >&2

@@ -19,6 +19,9 @@ import psutil
 
 VENV_BIN = Path(sys.executable).parent
 MODELREPO = str(VENV_BIN / "modelrepo")
+# The tests' webhook receivers listen on 127.0.0.1, which the SSRF guard refuses by default: test
+# daemons opt it in as an operator would. A test that wants the default passes {KEY: None}.
+WEBHOOK_OPT_IN = {"MODELREPO_WEBHOOKS__ALLOWED_HOSTS": "[127.0.0.1]"}
 
 
 def free_port() -> int:
@@ -118,8 +121,9 @@ def start_daemon(data: Path | None = None, *, extra_env: dict | None = None, arg
     port = port or free_port()
     log_path = data.parent / f"daemon-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
-    env.update({"MODELREPO_LOG__FORMAT": "json"})
+    env.update({"MODELREPO_LOG__FORMAT": "json", **WEBHOOK_OPT_IN})
     env.update(extra_env or {})
+    env = {k: v for k, v in env.items() if v is not None}
     logf = open(log_path, "wb")
     proc = subprocess.Popen([MODELREPO, "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}", *(args or [])],
                             stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)

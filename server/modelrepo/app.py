@@ -1,4 +1,9 @@
-"""Application factory: one public app (HTTP) and its internal hook API (unix socket)."""
+"""The HTTP application: the services (built by ``services.build_services``) wired into routes,
+middlewares and start-up/clean-up hooks, plus the internal hook API on a unix socket.
+
+Nothing here builds a service. To add routes, call your module's ``add_routes(app)`` next to the
+others in ``create_app``; to run something at start-up, append to ``app.cleanup_ctx`` there.
+"""
 
 import asyncio
 import os
@@ -7,10 +12,8 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from modelrepo.catalog.db import Catalog
 from modelrepo.drain import InFlight
-from modelrepo.metrics import Metrics
-from modelrepo.accounts.auth_guard import FailureLimiter
+from modelrepo.git import repos
 from modelrepo.keys import (
     ACCOUNTS,
     CATALOG,
@@ -21,95 +24,75 @@ from modelrepo.keys import (
     INFLIGHT,
     LFS,
     LIMITER,
-    METRICS,
     LOCKS,
+    METRICS,
     MODELS,
     PUSHES,
     RECEIVE,
     REFS,
+    SERVICES,
     SETTINGS,
     WEBHOOKS,
     WORKER,
+    XET,
 )
-from modelrepo.git import repos
-from modelrepo.accounts.service import Accounts
-from modelrepo.lfs.action_tokens import ActionSigner, load_or_create_key
-from modelrepo.models.deployments import Deployments
-from modelrepo.git.runner import GitRunner
-from modelrepo.hub.service import Hub
-from modelrepo.hub.commits import HubCommits
-from modelrepo.lfs.service import Lfs
-from modelrepo.lfs.locks import Locks
-from modelrepo.models.service import Models
-from modelrepo.push.effects import PushEffects
-from modelrepo.push.sessions import PushSessions
-from modelrepo.push.receive import Receive
-from modelrepo.push.ref_changes import RefChanges
-from modelrepo.models.webhook_worker import WebhookWorker
-from modelrepo.models.webhooks import Webhooks
+from modelrepo.ops import recovery
+from modelrepo.services import Services, build_services
 from modelrepo.settings import Settings
-from modelrepo.storage import open_store
+from modelrepo import ui
 from modelrepo.web import api, git_http, hub_http, lfs_http, ops_http
 from modelrepo.web.internal import create_internal_app
+from modelrepo.web.middlewares import AccessLogger, ProtocolLog, authenticate, request_context
 from modelrepo.xet import http as xet_http
-from modelrepo.web.middlewares import AccessLogger, authenticate, request_context
 
 log = structlog.get_logger("modelrepo.app")
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the public application. Opening the catalog runs pending migrations (synchronously,
-    before any request can be served)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog.open(settings.catalog_path)
-    accounts = Accounts(catalog)
+def create_app(settings: Settings, services: Services | None = None) -> web.Application:
+    """Build the public application over ``services`` (built from ``settings`` when not given;
+    the daemon builds them itself). The app owns them from here: its clean-up closes them."""
+    services = services or build_services(settings)
     app = web.Application(middlewares=[request_context, authenticate],
                           client_max_size=settings.limits.max_json_body)
+    app[SERVICES] = services
     app[SETTINGS] = settings
-    app[METRICS] = metrics = Metrics()
-    app[LIMITER] = FailureLimiter(settings.auth.max_failures, settings.auth.failure_window)
-    app[CATALOG] = catalog
-    app[ACCOUNTS] = accounts
-    worker = WebhookWorker(catalog, settings.webhooks, metrics)
-    app[WORKER] = worker
-    app[WEBHOOKS] = Webhooks(catalog, settings.webhooks, worker.wake)
-    models = Models(catalog, accounts, repos.RepoStore(settings.repos_dir), settings.git.default_branch, worker.wake)
-    app[MODELS] = models
-    app[GIT] = GitRunner(settings.git.binary)
-    effects = PushEffects(catalog, models.path, worker.wake)
-    app[DEPLOYMENTS] = Deployments(catalog, models, tuple(settings.deploy.required_fields), worker.wake,
-                                   lambda m: f"{settings.server.base_url()}/{m.full_name}.git")
-    app[REFS] = RefChanges(models, effects, app[DEPLOYMENTS])
-    app[PUSHES] = PushSessions()
+    app[METRICS] = services.metrics
+    app[LIMITER] = services.limiter
+    app[CATALOG] = services.catalog
+    app[ACCOUNTS] = services.accounts
+    app[WORKER] = services.worker
+    app[WEBHOOKS] = services.webhooks
+    app[MODELS] = services.models
+    app[GIT] = services.git
+    app[DEPLOYMENTS] = services.deployments
+    app[REFS] = services.refs
+    app[PUSHES] = services.pushes
     app[INFLIGHT] = InFlight()
-    signer = ActionSigner(load_or_create_key(settings.secret_key_path))
-    app[LFS] = Lfs(catalog, app[MODELS], open_store(settings), signer, settings.lfs)
-    app[LOCKS] = Locks(catalog)
-    app[RECEIVE] = Receive(settings, models, app[LFS], app[DEPLOYMENTS], effects, app[GIT], metrics)
-    app[HUB] = Hub(models, accounts, app[REFS])
-    app[HUB_COMMITS] = HubCommits(models, app[LFS], app[DEPLOYMENTS], effects, app[GIT], settings.push.max_plain_blob,
-                                  tuple(settings.push.weight_patterns), settings.limits.max_commit_body)
+    app[LFS] = services.lfs
+    app[LOCKS] = services.locks
+    app[RECEIVE] = services.receive
+    app[HUB] = services.hub
+    app[HUB_COMMITS] = services.hub_commits
+    app[XET] = services.xet
 
     api.add_routes(app)
     ops_http.add_routes(app)
-    # {name} may carry the ".git" suffix or not; the handlers strip it.
-    app.router.add_get("/{ns}/{name}/info/refs", git_http.info_refs)
-    app.router.add_post("/{ns}/{name}/git-upload-pack", git_http.upload_pack)
-    app.router.add_post("/{ns}/{name}/git-receive-pack", git_http.receive_pack)
+    git_http.add_routes(app)
     lfs_http.add_routes(app)
     hub_http.add_routes(app)
-    xet_http.setup(app)
+    xet_http.add_routes(app)
+    ui.add_routes(app)
 
     app.cleanup_ctx.append(_reinstall_hooks)
     app.cleanup_ctx.append(_internal_socket)
     app.cleanup_ctx.append(_webhook_worker)
-    app.on_cleanup.append(_close_catalog)
+    app.on_startup.append(recovery.recover)  # after the worker: the events it announces go out
+    app.on_cleanup.append(_close_services)
     return app
 
 
-async def _close_catalog(app: web.Application) -> None:
-    await app[LFS].store.close()
-    await app[CATALOG].close()
+async def _close_services(app: web.Application) -> None:
+    await app[SERVICES].close()
 
 
 async def _reinstall_hooks(app: web.Application) -> AsyncIterator[None]:
@@ -153,5 +136,10 @@ async def _webhook_worker(app: web.Application) -> AsyncIterator[None]:
 def make_runner(app: web.Application) -> web.AppRunner:
     # A 1 MiB read buffer lets large bodies (pushes, LFS uploads) arrive in big reads instead of
     # 64 KiB ones, while still pausing the socket (back-pressure) when we fall behind.
-    return web.AppRunner(app, access_log_class=AccessLogger, read_bufsize=1024 * 1024,
-                         shutdown_timeout=app[SETTINGS].server.shutdown_timeout)
+    # aiohttp's keep-alive timer also closes a connection whose request head is still incomplete,
+    # so it is the header-read timeout too (limits.header_timeout).
+    limits = app[SETTINGS].limits
+    return web.AppRunner(app, access_log_class=AccessLogger.for_app(app), logger=ProtocolLog(), read_bufsize=1024 * 1024,
+                         shutdown_timeout=app[SETTINGS].server.shutdown_timeout,
+                         keepalive_timeout=limits.header_timeout, max_headers=limits.max_headers,
+                         max_line_size=limits.max_header_size, max_field_size=limits.max_header_size)

@@ -94,13 +94,31 @@ class EntryNotFound(NotFound):
         self.commit = commit
 
 
-class TooManyRequests(ModelrepoError):
-    status = 429
-    code = "too_many_requests"
+class RequestTimeout(ModelrepoError):
+    """The client stopped sending its body: nothing arrived for the idle timeout."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class RetryLater(ModelrepoError):
+    """Refusals that say when to come back (Retry-After, whole seconds rounded up)."""
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(int(retry_after + 0.999))}
+
+
+class TooManyRequests(RetryLater):
+    status = 429
+    code = "too_many_requests"
+
+
+class ServiceBusy(RetryLater):
+    """A capacity limit (git processes) is reached: the client should come back shortly."""
+
+    status = 503
+    code = "busy"
 
 
 class InsufficientStorage(ModelrepoError):

@@ -19,9 +19,11 @@ from modelrepo.push.receive import Receive
 from modelrepo.push.ref_changes import RefChanges
 from modelrepo.models.webhook_worker import WebhookWorker
 from modelrepo.models.webhooks import Webhooks
+from modelrepo.services import Services
 from modelrepo.settings import Settings
 from modelrepo.xet.service import Xet
 
+SERVICES = web.AppKey("services", Services)
 SETTINGS = web.AppKey("settings", Settings)
 CATALOG = web.AppKey("catalog", Catalog)
 ACCOUNTS = web.AppKey("accounts", Accounts)

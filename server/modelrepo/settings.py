@@ -84,6 +84,9 @@ class AuthSettings:
     # failure_window, that address gets 429 until the window has passed.
     max_failures: int = 20
     failure_window: Duration = Duration(300.0)
+    # Web UI sessions end after this long without a request, and this long after sign-in whatever happens.
+    session_idle: Duration = Duration(2 * 3600.0)
+    session_absolute: Duration = Duration(7 * 86400.0)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,17 @@ class LimitsSettings:
     max_commit_body: ByteSize = ByteSize(256 * 1024 * 1024)
     # How long a git RPC may take end to end before the subprocess is killed.
     git_rpc_timeout: Duration = Duration(3600.0)
+    # A connection must send a whole request head within this of opening or of its previous
+    # response (aiohttp's keep-alive timer also covers a head in progress): the slowloris guard.
+    header_timeout: Duration = Duration(30.0)
+    # A request body that stalls this long gets 408: stalled uploads do not hold resources forever.
+    body_idle_timeout: Duration = Duration(60.0)
+    # aiohttp's parser limits, set deliberately: header count, request line / header field bytes.
+    max_headers: int = 100
+    max_header_size: ByteSize = ByteSize(8190)
+    # Concurrent git protocol processes, in total and per client address (503 + Retry-After past).
+    max_git_processes: int = 64
+    max_git_processes_per_client: int = 16
 
 
 @dataclass(frozen=True)
@@ -129,7 +143,9 @@ class WebhookSettings:
     # Backoff: base * 2^(attempt-1), capped, with +-50% jitter.
     backoff_base: Duration = Duration(2.0)
     backoff_max: Duration = Duration(600.0)
-    # Hosts webhooks may target (exact names or IPs); empty means any. Guards against SSRF.
+    # SSRF guard: webhooks may reach public addresses only; loopback, link-local, private,
+    # unique-local and other internal addresses are refused unless listed here, as host names
+    # (exact; trusted whatever they resolve to) or IP addresses / CIDR networks.
     allowed_hosts: tuple[str, ...] = ()
 
 
@@ -373,6 +389,17 @@ def _validate(s: Settings) -> None:
         raise ConfigError("lfs.s3.part_size: S3 needs at least 5 MiB")
     if s.webhooks.max_attempts < 1:
         raise ConfigError("webhooks.max_attempts: must be at least 1")
+    from modelrepo.models.webhook_targets import allow_list  # noqa: PLC0415 - imports aiohttp
+
+    try:
+        allow_list(s.webhooks.allowed_hosts)
+    except ValueError as exc:
+        raise ConfigError(f"webhooks.allowed_hosts: {exc}") from None
+    for key in ("max_headers", "max_git_processes", "max_git_processes_per_client"):
+        if getattr(s.limits, key) < 1:
+            raise ConfigError(f"limits.{key}: must be at least 1")
+    if s.limits.header_timeout <= 0 or s.limits.body_idle_timeout <= 0:
+        raise ConfigError("limits.header_timeout and limits.body_idle_timeout: must be more than 0")
     if s.lfs.max_batch_objects < 1:
         raise ConfigError("lfs.max_batch_objects: must be at least 1")
     if s.lfs.s3.endpoint_url and not re.match(r"^https?://[^/\s]+/?$", s.lfs.s3.endpoint_url):

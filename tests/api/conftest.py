@@ -3,7 +3,7 @@ import shutil
 import pytest
 
 from modelrepo.app import create_app
-from modelrepo.cli.main import bootstrap
+from modelrepo.daemon import bootstrap
 from modelrepo.keys import ACCOUNTS
 from modelrepo.settings import load_settings
 

@@ -111,7 +111,7 @@ def test_weights_outside_lfs_are_refused(hd, git, tmp_path):
     repo = model(d, "no-lfs")
     work = git.new_repo(tmp_path / "w", {"model.safetensors": b"\x00" * 2048, "README.md": "hi\n"})
     err = refused(push(git, d, work, repo), "remote: modelrepo: push refused",
-                  "model.safetensors (2 KiB) must be stored with Git LFS", 'git lfs track "*.safetensors"')
+                  "model.safetensors (2 KiB) must be stored with Git LFS", 'git lfs migrate import --include="*.safetensors"')
     assert "remote:" in err
     work2 = git.new_repo(tmp_path / "w2", {"data.csv": b"x" * (11 * MiB)})
     refused(push(git, d, work2, repo), "data.csv (11 MiB) must be stored with Git LFS (is larger than 10 MiB)")

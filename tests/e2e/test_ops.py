@@ -277,9 +277,12 @@ def test_backup_during_push_restores_what_it_captured(ops_daemon, git, tmp_path)
     old_head = git.out("rev-parse", "HEAD", cwd=work)
     second = {f"shard-{i}.bin": blob(30 + i, 2 * MiB) for i in range(3)}
     new_head = git.commit(work, second, "more weights")
-    # The LFS upload happens in pre-push; a pause after it keeps the push in flight while we back up.
+    # The LFS upload happens in pre-push; the hook then holds the push in flight until the backup
+    # is done (a file the test creates), however long a loaded machine takes for it.
     hook = work / ".git/hooks/pre-push"
-    hook.write_text('#!/bin/sh\ngit lfs pre-push "$@" || exit 1\nsleep 3\n')
+    release = tmp_path / "backup-done"
+    hook.write_text(f'#!/bin/sh\ngit lfs pre-push "$@" || exit 1\n'
+                    f'for i in $(seq 1200); do [ -e {release} ] && exit 0; sleep 0.1; done\nexit 1\n')
     hook.chmod(0o755)
 
     dest = tmp_path / "backup"
@@ -292,6 +295,7 @@ def test_backup_during_push_restores_what_it_captured(ops_daemon, git, tmp_path)
         r = cli(d, "backup", str(dest))
         assert push.poll() is None, "the backup did not overlap the push"
     finally:
+        release.touch()
         push_out = push.communicate(timeout=60)[0]
     assert push.returncode == 0, push_out
     assert r.returncode == 0, r.stdout + r.stderr

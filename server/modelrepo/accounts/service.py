@@ -43,9 +43,11 @@ class User:
     name: str
     is_admin: bool
     created_at: float
+    disabled_at: float | None = None
 
     def to_json(self) -> dict:
-        return {"name": self.name, "admin": self.is_admin, "created_at": self.created_at}
+        return {"name": self.name, "admin": self.is_admin, "created_at": self.created_at,
+                "disabled": self.disabled_at is not None}
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ class Namespace:
 
 
 def _user(row: sa.Row) -> User:
-    return User(id=row.id, name=row.name, is_admin=bool(row.is_admin), created_at=row.created_at)
+    return User(id=row.id, name=row.name, is_admin=bool(row.is_admin), created_at=row.created_at,
+                disabled_at=row.disabled_at)
 
 
 def _namespace(row: sa.Row) -> Namespace:
@@ -98,6 +101,27 @@ class Accounts:
         require_site_admin(identity)
         return await self.create_user(name, admin=admin)
 
+    async def list_users(self, identity: Identity) -> list[User]:
+        require_site_admin(identity)
+        async with self.catalog.read() as conn:
+            rows = (await conn.execute(sa.select(users).order_by(users.c.name_key))).all()
+        return [_user(r) for r in rows]
+
+    async def set_disabled(self, identity: Identity, name: str, disabled: bool) -> User:
+        """A disabled user's tokens stop authenticating (and no new one can be made) until the
+        user is enabled again; nothing is deleted, so enabling restores the same access. A site
+        admin cannot disable himself: that is how a site loses its last administrator."""
+        require_site_admin(identity)
+        user = await self.get_user(name)
+        if disabled and user.id == identity.user_id:
+            raise Conflict("you cannot disable yourself", code="cannot_disable_self")
+        if (user.disabled_at is not None) == disabled:
+            return user
+        async with self.catalog.tx() as conn:
+            await conn.execute(users.update().where(users.c.id == user.id).values(
+                disabled_at=time.time() if disabled else None))
+        return await self.get_user(name)
+
     # -- tokens ------------------------------------------------------------------------------
     async def create_token(self, user_name: str, *, scope: str = "write", name: str = "") -> tuple[str, dict]:
         """Returns (token, description). The token is never retrievable again."""
@@ -106,6 +130,9 @@ class Accounts:
         if len(name) > 200:
             raise InvalidInput("token name longer than 200 characters")
         user = await self.get_user(user_name)
+        if user.disabled_at is not None:
+            raise Conflict(f"user {user.name!r} is disabled: enable it first (modelrepo user enable {user.name})",
+                           code="user_disabled")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = time.time()
         async with self.catalog.tx() as conn:
@@ -158,7 +185,7 @@ class Accounts:
                 sa.select(tokens.c.id, tokens.c.token_hash, tokens.c.scope, users.c.id.label("uid"),
                           users.c.name, users.c.is_admin)
                 .join(users, users.c.id == tokens.c.user_id)
-                .where(tokens.c.token_hash == digest))).first()
+                .where(tokens.c.token_hash == digest, users.c.disabled_at.is_(None)))).first()
         # The lookup is by digest; the compare below keeps the final decision constant-time.
         if row is None or not hmac.compare_digest(row.token_hash, digest):
             return None

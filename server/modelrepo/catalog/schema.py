@@ -12,6 +12,19 @@ users = sa.Table(
     sa.Column("name_key", sa.String(96), nullable=False, unique=True),
     sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Set while the user is disabled: its tokens do not authenticate (they are kept for enable).
+    sa.Column("disabled_at", sa.Float, nullable=True),
+    # argon2id hash (accounts/passwords.py); null: the user signs in with tokens only.
+    sa.Column("password_hash", sa.String(255), nullable=True),
+)
+
+# Browser sessions of the web UI: only the SHA-256 of the cookie value is stored, like tokens.
+ui_sessions = sa.Table(
+    "ui_sessions", metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
 )
 
 tokens = sa.Table(

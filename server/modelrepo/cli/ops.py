@@ -1,38 +1,34 @@
-"""Operator commands on the ``modelrepo`` group: gc, fsck, backup, restore.
+"""Operator commands: gc, fsck, backup, restore.
 
 Like the admin commands they take ``--data``/``--config`` and work while the daemon runs. Reports
-go to stdout (they are what the command is for), progress to stderr. Exit status: 0 when all is
-well, 1 when something needs a person (a problem fsck found, an error gc met, a refused restore).
+go to stdout (they are what the command is for), progress to stderr (live on a TTY only, see
+``progress.py``). Exit status: 0 when all is well, 1 when something needs a person (a problem fsck
+found, an error gc met, a refused restore).
 """
 
-import contextlib
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from modelrepo.cli.main import _settings, data_options, main, run_service
+from modelrepo.cli.common import (
+    admin_command,
+    data_options,
+    duration_option,
+    full_name,
+    quiet_logging,
+    settings_or_exit,
+)
+from modelrepo.cli.progress import Status
 from modelrepo.errors import ModelrepoError
-from modelrepo.log import configure_logging
 from modelrepo.ops import OpsError
 from modelrepo.ops import backup as backups
 from modelrepo.ops.fsck import ModelRef, run_fsck
 from modelrepo.ops.gc import collect_garbage
-from modelrepo.accounts.service import Accounts
-from modelrepo.models.service import Models
 from modelrepo.push.rules import human
-from modelrepo.settings import Settings, parse_duration
-from modelrepo.storage import open_store
-from modelrepo.xet.store import xet_view
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+from modelrepo.services import Services
+from modelrepo.settings import Settings
 
 
 def _echo_lines(lines: list[str]) -> None:
@@ -40,82 +36,74 @@ def _echo_lines(lines: list[str]) -> None:
         click.echo(line)
 
 
-def _say(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def _run_sync(settings_of: Callable[[], Settings], fn: Callable[..., Any], *args: Any) -> Any:
-    """Backup and restore: synchronous, no catalog opened for them (run_service would create one)."""
-    settings = settings_of()
-    configure_logging("warning", "console" if sys.stderr.isatty() else "json")
+def _run_sync(settings: Settings, label: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Backup and restore: synchronous, on the data directory's files (no services: a restore
+    target must stay empty until it is complete)."""
+    quiet_logging()
     try:
-        return fn(settings, *args, say=_say)
+        with Status(label) as status:
+            return fn(settings, *args, say=status.say)
     except ModelrepoError as exc:
         raise click.ClickException(exc.message) from None
     except OSError as exc:
         raise click.ClickException(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
 
 
-@main.command()
-@data_options
+@admin_command()
 @click.option("--dry-run", is_flag=True, help="print what would be freed, change nothing")
-@click.option("--grace", default="24h", show_default=True, callback=_duration,
+@click.option("--grace", default="24h", show_default=True, callback=duration_option,
               help="leave anything younger than this alone (e.g. 30m, 24h, 7d)")
-@run_service
-async def gc(settings: Settings, accounts: Accounts, models: Models, dry_run: bool, grace: float) -> None:
-    """Delete LFS objects no repository links, crash leftovers and stale partial uploads; repack
-    repositories with many loose objects or packs."""
-    store = open_store(settings)
-    try:
-        report = await collect_garbage(settings, models.catalog, store, models.store, grace=grace, dry_run=dry_run)
-    finally:
-        await store.close()
+async def gc(services: Services, dry_run: bool, grace: float) -> None:
+    """Free unused LFS objects and leftovers; repack.
+
+    Deletes LFS objects no repository links, crash leftovers and stale partial uploads, each once
+    older than --grace; repacks repositories with many loose objects or packs."""
+    with Status("gc: sweeping LFS objects, uploads and repositories"):
+        report = await collect_garbage(services.settings, services.catalog, services.store, services.models.store,
+                                       grace=grace, dry_run=dry_run)
     _echo_lines(report.lines())
     if report.errors:
         raise click.exceptions.Exit(1)
 
 
-async def _model_ref(models: Models, full_name: str) -> ModelRef:
-    ns, sep, name = full_name.partition("/")
-    model = await models.find(ns, name) if sep else None
+async def _model_ref(services: Services, name: str) -> ModelRef:
+    ns, model_name = full_name(name)
+    model = await services.models.find(ns, model_name)
     if model is None:
-        raise OpsError(f"model {full_name!r} not found (expected NS/NAME of an existing model)")
-    return ModelRef(model.id, model.full_name, models.path(model))
+        raise OpsError(f"model {name!r} not found (expected NS/NAME of an existing model)")
+    return ModelRef(model.id, model.full_name, services.models.path(model))
 
 
-@main.command()
-@data_options
-@click.argument("full_name", metavar="[NS/NAME]", required=False)
-@run_service
-async def fsck(settings: Settings, accounts: Accounts, models: Models, full_name: str | None) -> None:
-    """Re-hash LFS objects, git fsck the repositories, check every LFS pointer on every branch and
-    tag; with NS/NAME, only that model. Exits 1 and lists the problems when there are any."""
-    only = await _model_ref(models, full_name) if full_name else None
-    store = xet_view(open_store(settings), models.catalog)
-    with contextlib.ExitStack() as bars:
-        def progress(total: int) -> Callable[[int], None]:
-            if not total or not sys.stderr.isatty():
-                return lambda n: None
-            return bars.enter_context(click.progressbar(length=total, label="re-hashing LFS objects",
-                                                        file=sys.stderr)).update
+@admin_command()
+@click.argument("name", metavar="[NS/NAME]", required=False)
+@click.option("--repair", is_flag=True, help="rebuild the catalog of models whose refs it does not describe")
+async def fsck(services: Services, name: str | None, repair: bool) -> None:
+    """Check LFS objects, repositories, pointers and the catalog.
 
-        try:
-            report = await run_fsck(models.catalog, store, models.store, settings.git.binary, only=only,
-                                    progress=progress)
-        finally:
-            await store.close()
+    Re-hashes LFS objects, runs git fsck on the repositories, checks every LFS pointer on every
+    branch and tag and that the catalog describes every repository's refs; with NS/NAME, only that
+    model. Exits 1 and lists the problems when there are any; --repair rebuilds the catalog rows of
+    models whose refs moved behind its back (a crash between a ref update and post-receive)."""
+    only = await _model_ref(services, name) if name else None
+    with Status("fsck: checking LFS objects and repositories") as status:
+        report = await run_fsck(services.catalog, services.store, services.models.store,
+                                services.settings.git.binary, only=only,
+                                progress=lambda total: status.measure("re-hashed", total),
+                                models_=services.models, repair=repair)
     _echo_lines(report.lines())
     if not report.ok:
         raise click.exceptions.Exit(1)
 
 
-@main.command("backup")
+@click.command("backup")
 @data_options
 @click.argument("dest", type=click.Path(path_type=Path))
 def backup_command(config: Path | None, data: Path | None, dest: Path) -> None:
-    """Write a consistent backup of catalog, repositories and local LFS objects to DEST (a new
-    directory), while the daemon runs."""
-    manifest = _run_sync(lambda: _settings(config, data), backups.backup, dest)
+    """Write a consistent backup to DEST while the daemon runs.
+
+    DEST is a new directory; the backup holds the catalog, the repositories and the local LFS
+    objects (S3 objects are not copied: back the bucket up on its own)."""
+    manifest = _run_sync(settings_or_exit(config, data), "backup", backups.backup, dest)
     counts = manifest["counts"]
     lfs = (f"{counts['lfs_objects']} LFS object(s) ({human(counts['lfs_bytes'])})" if manifest["lfs_objects_included"]
            else "LFS objects NOT included (they are in S3)")
@@ -123,12 +111,17 @@ def backup_command(config: Path | None, data: Path | None, dest: Path) -> None:
     _echo_lines([f"  {w}" for w in manifest["warnings"]])
 
 
-@main.command("restore")
+@click.command("restore")
 @data_options
 @click.argument("src", type=click.Path(path_type=Path, exists=True, file_okay=False))
 def restore_command(config: Path | None, data: Path | None, src: Path) -> None:
-    """Restore the backup SRC into the data directory, which must be empty or absent, and verify it."""
-    report = _run_sync(lambda: _settings(config, data), backups.restore, src)
+    """Restore backup SRC into an empty data directory.
+
+    The data directory must be empty or absent; the result is verified before it is used."""
+    report = _run_sync(settings_or_exit(config, data), "restore", backups.restore, src)
     click.echo(f"restored {src} into {report.data_dir}: {report.models} model(s), {report.refs} ref(s), "
                f"{report.lfs_objects} LFS object(s) ({human(report.lfs_bytes)}); start the daemon on it")
     _echo_lines([f"  warning: {w}" for w in report.warnings])
+
+
+COMMANDS = (gc, fsck, backup_command, restore_command)

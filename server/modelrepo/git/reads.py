@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pygit2
 
-from modelrepo.push.rules import POINTER_MAX, parse_pointer
+from modelrepo.lfs.pointer import POINTER_MAX, parse_pointer
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -126,3 +126,95 @@ def read_blob(path: Path, blob_id: str) -> bytes:
 
 def commit_time(path: Path, commit_id: str) -> int:
     return pygit2.Repository(str(path))[commit_id].commit_time
+
+
+def tree_page(path: Path, commit_id: str, subpath: str, offset: int, limit: int) -> tuple[list[Entry], int] | None:
+    """One page of a directory (directories first, then files, each by name) and the directory's
+    size; None if ``subpath`` is not a directory. Only the page's blobs are looked at, so a
+    directory of 10,000 files costs one tree read plus ``limit`` headers."""
+    repo = pygit2.Repository(str(path))
+    tree = repo[commit_id].peel(pygit2.Commit).tree
+    if subpath:
+        try:
+            tree = repo[tree[subpath].id]
+        except (KeyError, ValueError):
+            return None
+        if not isinstance(tree, pygit2.Tree):
+            return None
+    # Git keeps tree entries sorted by name: one pass splits them, no sort needed.
+    dirs, files = [], []
+    for item in tree:
+        kind = item.type_str
+        if kind == "tree":
+            dirs.append(item)
+        elif kind == "blob":
+            files.append(item)
+    items = dirs + files
+    prefix = subpath + "/" if subpath else ""
+    page = [_entry(repo, prefix + item.name, item) for item in items[offset:offset + limit]]
+    return [e for e in page if e is not None], len(items)
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    id: str
+    parents: tuple[str, ...]
+    author: str
+    email: str
+    time: int
+    offset: int  # minutes east of UTC, as git records it
+    message: str
+
+    @property
+    def title(self) -> str:
+        return self.message.split("\n", 1)[0]
+
+
+def _commit_info(commit: pygit2.Commit) -> CommitInfo:
+    return CommitInfo(str(commit.id), tuple(str(p) for p in commit.parent_ids), commit.author.name,
+                      commit.author.email, commit.commit_time, commit.commit_time_offset, commit.message)
+
+
+def history(path: Path, commit_id: str, offset: int, limit: int) -> tuple[list[CommitInfo], bool]:
+    """A page of the history reachable from a commit, newest first (git log order), and whether
+    there is more after it."""
+    repo = pygit2.Repository(str(path))
+    walker = repo.walk(repo[commit_id].peel(pygit2.Commit).id, pygit2.enums.SortMode.TIME)
+    out: list[CommitInfo] = []
+    for i, commit in enumerate(walker):
+        if i < offset:
+            continue
+        if len(out) == limit:
+            return out, True
+        out.append(_commit_info(commit))
+    return out, False
+
+
+@dataclass(frozen=True)
+class Change:
+    status: str  # added | modified | deleted | renamed | ...
+    path: str
+    old_path: str | None = None
+
+
+def commit_changes(path: Path, sha: str, limit: int = 1000) -> tuple[CommitInfo, list[Change], int] | None:
+    """A commit, the files it changed against its first parent (all of them for a root commit),
+    at most ``limit`` of them, and how many there are; None if ``sha`` is not a commit."""
+    repo = pygit2.Repository(str(path))
+    try:
+        commit = repo[sha].peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+    if commit.parents:
+        diff = repo.diff(commit.parents[0].tree, commit.tree)
+    else:
+        diff = commit.tree.diff_to_tree(swap=True)
+    diff.find_similar()
+    changes = []
+    for delta in list(diff.deltas)[:limit]:
+        status = delta.status_char()
+        kind = {"A": "added", "D": "deleted", "M": "modified", "R": "renamed", "C": "copied",
+                "T": "type changed"}.get(status, status)
+        new, old = delta.new_file.path, delta.old_file.path
+        changes.append(Change(kind, old if status == "D" else new, old if status in ("R", "C") else None))
+    return _commit_info(commit), changes, len(diff)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pygit2
 
 from modelrepo.models.card import ModelCard, parse_card
-from modelrepo.push.rules import POINTER_MAX, parse_pointer
+from modelrepo.lfs.pointer import POINTER_MAX, parse_pointer
 from modelrepo.git.repos import _iso, _signature_json
 
 
@@ -136,3 +136,13 @@ def read_at(path: Path, revision: str) -> tuple[str, ModelCard, list[FileEntry]]
     except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
         return None
     return str(commit.id), parse_card(read_blob(repo, commit, "README.md")), list_files(repo, commit)
+
+
+def card_at(path: Path, revision: str) -> ModelCard | None:
+    """The model card at a revision without listing its files (None if it does not resolve)."""
+    repo = _open(path)
+    try:
+        commit = repo.revparse_single(revision).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+        return None
+    return parse_card(read_blob(repo, commit, "README.md"))

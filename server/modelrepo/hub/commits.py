@@ -1,6 +1,6 @@
 """Commits made through the Hub API (``create_commit``, ``upload_folder``): built server-side with
-pygit2, judged by exactly the rules a git push is judged by, and published with a compare-and-swap
-ref update, then given the same post-receive effects (catalog, events).
+pygit2, judged by the judge a git push meets (on the built commit, before any ref points at it),
+published with a compare-and-swap ref update, then given the same post-receive effects.
 
 Regular files arrive base64-encoded in the NDJSON body and are written as blobs while the body is
 read; LFS files arrive as (oid, size) of objects the client uploaded through the LFS batch API
@@ -18,19 +18,20 @@ from dataclasses import dataclass, field
 
 import pygit2
 
-from modelrepo.errors import Conflict, EntryNotFound, InvalidInput, NotFound, PreconditionFailed, TooLarge, Unprocessable
-from modelrepo.models.card import parse_card
-from modelrepo.names import check_ref_name
-from modelrepo.push import rules as rules
 from modelrepo.accounts.access import Identity
-from modelrepo.models.deployments import Deployments
+from modelrepo.errors import Conflict, EntryNotFound, InvalidInput, NotFound, PreconditionFailed, TooLarge
 from modelrepo.git.runner import GitRunner
+from modelrepo.lfs.pointer import LfsPointer, format_pointer
 from modelrepo.lfs.service import OID_RE, Lfs
 from modelrepo.models.service import Model, Models
+from modelrepo.names import check_ref_name
+from modelrepo.push.attributes import LFS_ATTRS, attr_lines, lfs_covered
 from modelrepo.push.effects import PushEffects
-from modelrepo.push.rules import ZERO, NewBlob, RefUpdate
+from modelrepo.push.judge import Judge
+from modelrepo.push.problems import PushRefused
+from modelrepo.push.rules import ZERO, RefUpdate, check_lfs_objects
 
-POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n"
+REFUSED = "commit refused: "
 
 
 @dataclass
@@ -137,7 +138,7 @@ async def split_lines(chunks: AsyncIterator[bytes], max_body: int, max_line: int
 
 
 def _lfs_covered(path: str, gitattributes: bytes | None) -> bool:
-    return gitattributes is not None and rules.lfs_covered(path, rules.attr_lines(gitattributes))
+    return gitattributes is not None and lfs_covered(path, attr_lines(gitattributes))
 
 
 def _pattern_for(path: str, weight_patterns: tuple[str, ...]) -> str:
@@ -149,15 +150,13 @@ def _pattern_for(path: str, weight_patterns: tuple[str, ...]) -> str:
 
 
 class HubCommits:
-    def __init__(self, models: Models, lfs: Lfs, deployments: Deployments, effects: PushEffects, git: GitRunner,
-                 max_plain_blob: int, weight_patterns: tuple[str, ...], max_body: int) -> None:
+    def __init__(self, models: Models, lfs: Lfs, judge: Judge, effects: PushEffects, git: GitRunner,
+                 max_body: int) -> None:
         self.models = models
         self.lfs = lfs
-        self.deployments = deployments
+        self.judge = judge
         self.effects = effects
         self.git = git
-        self.max_plain_blob = max_plain_blob
-        self.weight_patterns = weight_patterns
         self.max_body = max_body
 
     async def commit(self, identity: Identity, ns: str, name: str, revision: str, body: AsyncIterator[bytes],
@@ -170,7 +169,7 @@ class HubCommits:
             raise NotFound(f"Invalid rev id: {revision}", code="revision_not_found") from None
         path = self.models.path(model)
         repo = pygit2.Repository(str(path))
-        max_line = self.max_plain_blob * 4 // 3 + 64 * 1024
+        max_line = self.judge.max_plain_blob * 4 // 3 + 64 * 1024
         plan = await read_ndjson(split_lines(body, self.max_body, max_line), repo)
         return await asyncio.shield(self._apply(identity, model, branch, plan, clone_url))
 
@@ -183,16 +182,15 @@ class HubCommits:
         if plan.parent and (tip is None or not tip.startswith(plan.parent.lower())):
             raise PreconditionFailed(f"A commit has happened since. The branch is at {tip}, not at {plan.parent}. "
                                      "Please refresh and try again.")
-        # LFS files: the objects must already be in this repository, with these sizes.
+        # An lfsFile without a size takes the size of the object this repository holds; with
+        # neither, no pointer can be written, and the judge's own rule says why.
         linked = await self.lfs.linked_sizes(model.id, sorted({oid for oid, _ in plan.lfs.values()}))
-        pointers: dict[str, rules.LfsPointer] = {}
-        for p, (oid, size) in plan.lfs.items():
-            if size is None:
-                size = linked.get(oid)
-            if size is None:
-                raise Unprocessable(f"{p}: its LFS object {oid[:12]}… was never uploaded to this repository")
-            pointers[p] = rules.LfsPointer(oid, size)
-        # Judge the .gitattributes this commit will have, not the one it replaces.
+        pointers = {p: LfsPointer(oid, size if size is not None else linked.get(oid, 0))
+                    for p, (oid, size) in plan.lfs.items()}
+        unsized = {p: pointers[p] for p, (oid, size) in plan.lfs.items() if size is None and oid not in linked}
+        if unsized:
+            raise PushRefused(check_lfs_objects(unsized, linked, branch), REFUSED)
+        # The .gitattributes this commit will have, not the one it replaces.
         if ".gitattributes" in plan.files:
             gitattributes = await asyncio.to_thread(lambda: pygit2.Repository(str(path))[
                 plan.files[".gitattributes"][0]].data)
@@ -200,26 +198,16 @@ class HubCommits:
             gitattributes = None
         new_attributes = self._extend_attributes(gitattributes, list(pointers))
         try:
-            new_commit, blobs, readme = await asyncio.to_thread(
-                self._build, path, tip, tree_id, plan, pointers, new_attributes, identity)
+            new_commit = await asyncio.to_thread(self._build, path, tree_id, tip, plan, pointers, new_attributes,
+                                                 identity)
         except KeyError as exc:
             raise EntryNotFound(f"A file with this name doesn't exist: {exc.args[0]}", tip) from None
         except (pygit2.GitError, ValueError) as exc:
             raise InvalidInput(f"cannot build this commit: {exc}") from None
-        problems = rules.check_blobs(blobs, max_plain_blob=self.max_plain_blob, weight_patterns=self.weight_patterns)
-        lfs_paths = [b.path for b in blobs if rules.needs_lfs(b, self.weight_patterns)]
-        attrs_now = new_attributes if new_attributes is not None else gitattributes
-        problems += rules.check_attributes(ref, lfs_paths, attrs_now)
-        problems += rules.check_lfs_objects({b.path: b.pointer for b in blobs if b.pointer}, linked, branch)
-        if branch == model.default_branch and readme is not False:
-            problems += await asyncio.to_thread(lambda: rules.check_card(ref, parse_card(readme)))
         update = RefUpdate(tip or ZERO, new_commit, ref)
-        problems += rules.check_ref_updates(
-            [update], namespace_admin=identity.namespace_admin(model.role),
-            default_branch=model.default_branch, allow_force_push=model.allow_force_push,
-            deployed=await self.deployments.live_refs(model.id), non_fast_forward=set())
-        if problems:
-            raise Unprocessable("commit refused: " + " | ".join(problems), code="commit_refused")
+        verdict = await self.judge.check(path, model, identity, [update])
+        if not verdict.ok:
+            raise PushRefused(verdict.problems, REFUSED)
         await self._swap(path, ref, new_commit, tip)
         await self.effects.apply(model, [update], pusher=identity.name, clone_url=clone_url)
         return new_commit
@@ -243,16 +231,16 @@ class HubCommits:
         for p in sorted(lfs_paths):
             if _lfs_covered(p, text if (current is not None or added) else None):
                 continue
-            line = f"{_pattern_for(p, self.weight_patterns)} {rules.LFS_ATTRS}\n".encode()
+            line = f"{_pattern_for(p, self.judge.weight_patterns)} {LFS_ATTRS}\n".encode()
             if text and not text.endswith(b"\n"):
                 text += b"\n"
             text += line
             added = True
         return text if added else None
 
-    def _build(self, path, tip: str | None, tree_id: str | None, plan: CommitPlan,
-               pointers: dict[str, rules.LfsPointer], new_attributes: bytes | None,
-               identity: Identity) -> tuple[str, list[NewBlob], bytes | None | bool]:
+    def _build(self, path, tree_id: str | None, tip: str | None, plan: CommitPlan,
+               pointers: dict[str, LfsPointer], new_attributes: bytes | None, identity: Identity) -> str:
+        """The commit object (no ref points at it yet; the judge looks at it first)."""
         repo = pygit2.Repository(str(path))
         index = pygit2.Index()
         if tree_id:
@@ -268,16 +256,10 @@ class HubCommits:
             if p not in index:
                 raise KeyError(p)
             index.remove(p)
-        blobs: list[NewBlob] = []
-        for p, (oid, size) in plan.files.items():
+        for p, (oid, _size) in plan.files.items():
             index.add(pygit2.IndexEntry(p, pygit2.Oid(hex=oid), pygit2.enums.FileMode.BLOB))
-            data = repo[oid].data if size < rules.POINTER_MAX else b""
-            blobs.append(NewBlob(oid, p, size, rules.parse_pointer(data) if data else None))
         for p, pointer in pointers.items():
-            text = POINTER.format(oid=pointer.oid, size=pointer.size).encode()
-            oid = repo.create_blob(text)
-            index.add(pygit2.IndexEntry(p, oid, pygit2.enums.FileMode.BLOB))
-            blobs.append(NewBlob(str(oid), p, len(text), pointer))
+            index.add(pygit2.IndexEntry(p, repo.create_blob(format_pointer(pointer)), pygit2.enums.FileMode.BLOB))
         if new_attributes is not None:
             oid = repo.create_blob(new_attributes)
             index.add(pygit2.IndexEntry(".gitattributes", oid, pygit2.enums.FileMode.BLOB))
@@ -288,13 +270,7 @@ class HubCommits:
         if plan.description:
             message += "\n\n" + plan.description
         commit = repo.create_commit(None, sig, sig, message + "\n", new_tree, [pygit2.Oid(hex=tip)] if tip else [])
-        readme: bytes | None | bool = False  # False: README.md untouched by this commit
-        if "README.md" in plan.files or "README.md" in plan.deleted_files or "README.md" in pointers:
-            try:
-                readme = repo[repo[new_tree]["README.md"].id].data
-            except KeyError:
-                readme = None
-        return str(commit), blobs, readme
+        return str(commit)
 
     async def _swap(self, path, ref: str, new: str, old: str | None) -> None:
         """Move the ref only if it still points where we built from (git update-ref's own CAS)."""

@@ -113,3 +113,13 @@ class Locks:
                     raise Forbidden("only a namespace admin can force-unlock another user's lock")
             await conn.execute(lfs_locks.delete().where(lfs_locks.c.id == row.id))
         return _lock_json(row)
+
+    async def held_by_others(self, model_id: int, user_id: int | None) -> dict[str, tuple[str, str]]:
+        """path -> (owner, lock id) of every lock on the model not held by ``user_id``: what a push
+        by that user may not change (pre-receive enforces locks server-side)."""
+        query = _SELECT.where(lfs_locks.c.model_id == model_id)
+        if user_id is not None:
+            query = query.where(lfs_locks.c.owner_id != user_id)
+        async with self.catalog.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {r.path: (r.owner, str(r.id)) for r in rows}

@@ -6,7 +6,6 @@ another tenant is a per-object 404 on download here, and an upload of it must se
 every byte before the link is made — the store still keeps one copy.
 """
 
-import asyncio
 import re
 import secrets
 import time
@@ -29,7 +28,8 @@ from modelrepo.errors import (
     Unprocessable,
 )
 from modelrepo.settings import LfsSettings
-from modelrepo.storage.base import ObjectStore, Verifier, batched
+from modelrepo.storage.base import Presigned, Presigner
+from modelrepo.storage.verified import ObjectStore
 from modelrepo.accounts.access import Identity
 from modelrepo.lfs.action_tokens import ActionSigner
 from modelrepo.models.service import Model, Models
@@ -67,7 +67,10 @@ class Lfs:
         self.store = store
         self.signer = signer
         self.settings = settings
-        self.direct = settings.storage == "s3" and settings.s3.mode == "direct"
+        # Direct mode: clients move the bytes to and from the backend itself, with presigned URLs.
+        direct = settings.storage == "s3" and settings.s3.mode == "direct"
+        self.presigner: Presigner | None = store.presigner if direct else None
+        self.direct = self.presigner is not None
 
     # -- batch ---------------------------------------------------------------------------------
     async def batch(self, identity: Identity, namespace: str, name: str, body: dict, urls: Urls) -> dict:
@@ -143,10 +146,10 @@ class Lfs:
             return entry
         entry["authenticated"] = True
         nonce = ""
-        if self.direct and not self_contained and self.store.can_presign_upload(size):  # type: ignore[attr-defined]
+        if self.presigner is not None and not self_contained and self.presigner.can_presign_upload(size):
             # Straight to S3, into a one-off staging key that verify checks and moves into place.
             nonce = secrets.token_hex(16)
-            p = await self.store.presign_upload(oid, nonce, ttl)  # type: ignore[attr-defined]
+            p = await self.presigner.presign_upload(oid, nonce, ttl)
             upload = {"href": p.href, "header": p.header, "expires_in": expires_in}
         else:
             token = self.signer.sign("upload", model.key, oid, size, ttl)
@@ -163,10 +166,16 @@ class Lfs:
     async def _download_action(self, model: Model, oid: str, size: int, urls: Urls, ttl: float,
                                expires_in: int) -> dict:
         if self.direct:
-            p = await self.store.presign_download(oid, ttl)  # type: ignore[attr-defined]
+            p = await self.presigned_download(oid)
             return {"href": p.href, "header": p.header, "expires_in": expires_in}
         token = self.signer.sign("download", model.key, oid, size, ttl)
         return {"href": urls.object(oid), "header": {"Authorization": "Bearer " + token}, "expires_in": expires_in}
+
+    async def presigned_download(self, oid: str) -> Presigned:
+        """A URL the client fetches the object from directly (direct mode only)."""
+        if self.presigner is None:
+            raise RuntimeError("presigned downloads need lfs.s3.mode: direct")
+        return await self.store.presign_download(self.presigner, oid, self.settings.action_expiry)
 
     async def check_quota(self, model: Model, objects: list, wanted: list[str]) -> None:
         """Refuse the whole batch (507, as batch.md names it) when the namespace's LFS quota would be
@@ -232,10 +241,7 @@ class Lfs:
         if known is not None and known != size:
             raise Conflict(f"an object with this OID is stored with size {known}, not {size}")
         if known is not None and await self.store.stat(oid) == size:
-            verifier = Verifier(oid, size)
-            async for group in batched(chunks, 1024 * 1024):
-                await asyncio.to_thread(lambda g=group: [verifier.update(c) for c in g])
-            verifier.finish()
+            await self.store.check(oid, size, chunks)
         else:
             await self.store.put(oid, size, chunks)
         await self.record(model_id, oid, size)
@@ -245,11 +251,11 @@ class Lfs:
         into its staging key is checked, moved into place and linked."""
         check_oid(oid)
         stored = await self.linked_size(model_id, oid)
-        if stored is None and self.direct and nonce:
+        if stored is None and self.presigner is not None and nonce:
             known = await self.known_size(oid)
             if known is not None and known != size:
                 raise Conflict(f"an object with this OID is stored with size {known}, not {size}")
-            await self.store.verify_upload(oid, size, nonce)  # type: ignore[attr-defined]
+            await self.store.accept_staged(self.presigner, oid, size, nonce)
             await self.record(model_id, oid, size)
             return
         if stored is None:

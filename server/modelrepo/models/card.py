@@ -78,6 +78,12 @@ def _deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
     return error
 
 
+def card_body(text: str) -> str:
+    """README text without its front matter: what a reader of the card sees."""
+    m = _FRONT_MATTER.match(text)
+    return text[m.end():] if m else text
+
+
 def parse_card(readme: bytes | None, schema_file: Path | None = None) -> ModelCard:
     """Front matter as metadata (validated), first paragraph of the body as summary."""
     if readme is None:

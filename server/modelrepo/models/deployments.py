@@ -17,6 +17,7 @@ from modelrepo.catalog.schema import deployments, models, namespaces
 from modelrepo.errors import Conflict, InvalidInput, NotFound, Unauthenticated, Unprocessable
 from modelrepo.names import check_name, check_ref_name
 from modelrepo.accounts.access import Identity
+from modelrepo.models.card import ModelCard
 from modelrepo.models.service import Model, Models
 from modelrepo.git.snapshot import read_at
 from modelrepo.models.webhooks import enqueue, envelope
@@ -46,6 +47,17 @@ class Deployments:
                 deployments.c.model_id == model_id, deployments.c.status.in_(LIVE)))).all()
         return {f"refs/tags/{r.revision}": r.name for r in rows}
 
+    def gate(self, card: ModelCard, revision: str) -> list[str]:
+        """Why the card at ``revision`` cannot be deployed (empty: it can). The web UI shows the
+        same list next to each release."""
+        reasons = list(card.errors)
+        if card.valid:
+            reasons += [f"README.md at {revision}: model card lacks required field '{f}'"
+                        for f in self.required if not card.metadata.get(f)]
+            if card.metadata.get("inference") is False:
+                reasons.append(f"README.md at {revision}: 'inference: false' marks this model as not deployable")
+        return reasons
+
     async def create(self, identity: Identity, namespace: str, name: str, body: dict) -> dict:
         model = await self.models.for_write(identity, namespace, name)
         dep_name = check_name(body.get("name"), "deployment")
@@ -61,12 +73,7 @@ class Deployments:
                                 f"from release tags (git tag -a {revision} && git push origin {revision})",
                                 code="not_a_tag")
         commit, card, files = at
-        reasons = list(card.errors)
-        if card.valid:
-            reasons += [f"README.md at {revision}: model card lacks required field '{f}'"
-                        for f in self.required if not card.metadata.get(f)]
-            if card.metadata.get("inference") is False:
-                reasons.append(f"README.md at {revision}: 'inference: false' marks this model as not deployable")
+        reasons = self.gate(card, revision)
         if reasons:
             raise Unprocessable("cannot deploy: " + "; ".join(reasons), code="invalid_model_card")
         now = time.time()

@@ -178,7 +178,9 @@ class Models:
 
     async def list(self, identity: Identity, *, namespace: str | None = None, search: str | None = None,
                    tag: str | None = None, library: str | None = None, pipeline_tag: str | None = None,
-                   keywords: list[str] | None = None, limit: int = 100, offset: int = 0) -> list[Model]:
+                   keywords: list[str] | None = None, card_license: str | None = None, order: str = "name",
+                   limit: int = 100, offset: int = 0) -> list[Model]:
+        """``order``: "name" (namespace/name) or "updated" (most recently updated first)."""
         role = memberships.c.role
         query = (sa.select(models, namespaces.c.name.label("ns_name"), role)
                  .join(namespaces, namespaces.c.id == models.c.namespace_id)
@@ -203,12 +205,18 @@ class Models:
                 sa.func.lower(models.c.library_name) == word.lower(), models.c.pipeline_tag == word))
         if pipeline_tag:
             query = query.where(models.c.pipeline_tag == pipeline_tag)
+        if card_license:
+            query = query.where(sa.func.json_extract(models.c.card_json, "$.license") == card_license)
         if search:
             like = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             query = query.where(sa.or_(sa.func.lower(models.c.name).like(like, escape="\\"),
                                        sa.func.lower(models.c.description).like(like, escape="\\"),
                                        (namespaces.c.name_key + "/" + models.c.name_key).like(like, escape="\\")))
-        query = query.order_by(namespaces.c.name_key, models.c.name_key).limit(limit).offset(offset)
+        if order == "updated":
+            query = query.order_by(models.c.updated_at.desc(), models.c.id.desc())
+        else:
+            query = query.order_by(namespaces.c.name_key, models.c.name_key)
+        query = query.limit(limit).offset(offset)
         async with self.catalog.read() as conn:
             rows = (await conn.execute(query)).all()
         return [_model(r, r.role) for r in rows]
@@ -246,8 +254,10 @@ class Models:
                 deployments.c.model_id == model.id, deployments.c.status.in_(("requested", "active"))))).all()
             if live:
                 names = ", ".join(f"{d.name} (id {d.id}, {d.status})" for d in live)
-                raise Conflict(f"{model.full_name} is used by deployments: {names}. Stop them first.",
-                               code="model_in_use")
+                ids = " ".join(str(d.id) for d in live)
+                raise Conflict(f"{model.full_name} is used by deployments: {names}. Stop them first: "
+                               f"`modelrepo deployment stop {ids}`, or PATCH /api/v1/deployments/{{id}} "
+                               f"with status \"stopped\" for each.", code="model_in_use")
             await enqueue(conn, namespace_id=model.namespace_id, model_id=None, event="model.deleted",
                           payload=envelope("model.deleted", model.namespace, model.name,
                                            {"deleted_by": identity.name}))
@@ -258,6 +268,16 @@ class Models:
         self.wake()
         if trash is not None:
             await asyncio.to_thread(shutil.rmtree, trash, True)
+
+    async def webhook_scope(self, identity: Identity, namespace: str, name: str | None = None) -> dict:
+        """Whose webhooks: a namespace's (``name`` None) or a model's. Managing either takes a
+        namespace admin. The result is the ``namespace_id``/``model_id`` keywords of Webhooks."""
+        if name is not None:
+            model = await self.for_admin(identity, namespace, name)
+            return {"namespace_id": None, "model_id": model.id}
+        ns, role = await self.accounts.visible_namespace(identity, namespace)
+        check_namespace_admin(identity, role)
+        return {"namespace_id": ns.id, "model_id": None}
 
     # -- refs ------------------------------------------------------------------------------------
     def path(self, model: Model):

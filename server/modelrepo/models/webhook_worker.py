@@ -3,15 +3,25 @@
 It claims due rows from the outbox, POSTs them signed, records every attempt, and schedules
 retries with exponential backoff and jitter. A row is marked delivered only after a 2xx, so a
 crash at any point means a retry with the same delivery id, never a lost event.
+
+Every connection goes through the SSRF guard (webhook_targets.py): names through its resolver,
+literal addresses checked here before sending, redirects never followed (a 3xx is a failed attempt).
 """
 
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import random
+import socket
 import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
 import sqlalchemy as sa
 import structlog
 
@@ -19,6 +29,7 @@ from modelrepo import __version__
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.schema import deliveries, delivery_attempts, webhooks
 from modelrepo.metrics import Metrics
+from modelrepo.models.webhook_targets import AllowList, TargetRefused, allow_list, parse_address, refusal
 from modelrepo.settings import WebhookSettings
 
 log = structlog.get_logger("modelrepo.webhooks")
@@ -32,6 +43,28 @@ def signature(secret: str, body: bytes) -> str:
 def backoff(attempt: int, settings: WebhookSettings) -> float:
     delay = min(settings.backoff_base * 2 ** (attempt - 1), settings.backoff_max)
     return delay * random.uniform(0.5, 1.5)
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp resolver that refuses a name when any address it resolves to is refused. aiohttp
+    connects to exactly the addresses returned here, so there is no second lookup to rebind."""
+
+    def __init__(self, allowed: Callable[[], AllowList]) -> None:
+        self._allowed = allowed  # read per lookup: SIGHUP may change webhooks.allowed_hosts
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        infos = await self._inner.resolve(host, port, family)
+        allowed = self._allowed()
+        for info in infos:
+            reason = refusal(host, ipaddress.ip_address(info["host"]), allowed)
+            if reason:
+                raise TargetRefused(reason)
+        return infos
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 class WebhookWorker:
@@ -48,8 +81,15 @@ class WebhookWorker:
         self._wake.set()
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-                                              headers={"User-Agent": f"modelrepo-webhooks/{__version__}"})
+        # The guard must judge every connection against the allow list of now: no DNS cache and no
+        # kept-alive connections (either would outlive a SIGHUP that narrows webhooks.allowed_hosts),
+        # and no proxy from the environment (it would hide the real destination).
+        resolver = GuardedResolver(lambda: allow_list(self.settings.allowed_hosts))
+        connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, force_close=True)
+        self._session = aiohttp.ClientSession(connector=connector,
+                                              timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                                              headers={"User-Agent": f"modelrepo-webhooks/{__version__}"},
+                                              trust_env=False)
         self._task = asyncio.create_task(self._run(), name="webhook-worker")
 
     async def stop(self) -> None:
@@ -104,6 +144,15 @@ class WebhookWorker:
         await asyncio.gather(*(self._attempt(r) for r in rows))
         return len(rows)
 
+    def _refuse_literal_target(self, url: str) -> None:
+        """aiohttp skips the resolver for a literal address, so it is checked here, against the
+        allow list of now (the webhook may predate the guard or a reload that narrowed it)."""
+        host = urlsplit(url).hostname or ""
+        ip = parse_address(host)
+        reason = ip and refusal(host, ip, allow_list(self.settings.allowed_hosts))
+        if reason:
+            raise TargetRefused(reason)
+
     async def _attempt(self, row: sa.Row) -> None:
         assert self._session is not None
         body = row.payload.encode()
@@ -119,6 +168,7 @@ class WebhookWorker:
         code: int | None = None
         error: str | None = None
         try:
+            self._refuse_literal_target(row.url)
             async with self._session.post(row.url, data=body, headers=headers, allow_redirects=False,
                                           timeout=aiohttp.ClientTimeout(total=self.settings.timeout)) as resp:
                 code = resp.status

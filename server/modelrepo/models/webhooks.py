@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.schema import deliveries, delivery_attempts, webhooks
 from modelrepo.errors import InvalidInput, NotFound
+from modelrepo.models.webhook_targets import allow_list, check_host
 from modelrepo.settings import WebhookSettings
 
 EVENTS = ("model.created", "model.deleted", "push", "tag.created", "tag.deleted",
@@ -61,15 +62,21 @@ class Webhooks:
         self.settings = settings
         self.wake = wake  # nudges the worker after a commit that enqueued something
 
-    def check_url(self, url: object) -> str:
+    async def check_url(self, url: object) -> str:
+        """An http(s) URL whose host the SSRF guard lets through (webhook_targets.py)."""
         if not isinstance(url, str) or len(url) > 2000:
             raise InvalidInput("url must be an http(s) URL")
         parts = urlsplit(url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise InvalidInput("url has an invalid port") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidInput("url must be an http(s) URL")
-        allowed = self.settings.allowed_hosts
-        if allowed and parts.hostname not in allowed:
-            raise InvalidInput(f"webhook host {parts.hostname!r} is not in webhooks.allowed_hosts")
+        reason = await check_host(parts.hostname, port, allow_list(self.settings.allowed_hosts),
+                                  self.settings.timeout)
+        if reason:
+            raise InvalidInput(reason, code="webhook_target_refused")
         return url
 
     @staticmethod
@@ -80,7 +87,7 @@ class Webhooks:
 
     async def create(self, *, namespace_id: int | None, model_id: int | None, url: str, secret: str,
                      events: list[str], active: bool = True) -> dict:
-        values = {"namespace_id": namespace_id, "model_id": model_id, "url": self.check_url(url),
+        values = {"namespace_id": namespace_id, "model_id": model_id, "url": await self.check_url(url),
                   "secret": secret, "events": json.dumps(self.check_events(events)), "active": active,
                   "created_at": time.time()}
         async with self.catalog.tx() as conn:
@@ -111,7 +118,7 @@ class Webhooks:
         await self.get(webhook_id, namespace_id=namespace_id, model_id=model_id)
         values: dict = {}
         if "url" in changes:
-            values["url"] = self.check_url(changes["url"])
+            values["url"] = await self.check_url(changes["url"])
         if "secret" in changes:
             values["secret"] = changes["secret"]
         if "events" in changes:

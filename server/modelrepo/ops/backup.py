@@ -23,9 +23,11 @@ So the backup runs in this order:
    recorded refs reach is in the copy; when a repack raced the copy, the missing files are
    fetched again (up to ``COPY_ATTEMPTS`` times). HEAD, config and hooks are copied as they are;
    reflogs are not;
-4. **LFS objects** named by the copied catalog are copied from local disk, hashed on the way so a
-   corrupt object is reported rather than silently preserved. With ``lfs.storage: s3`` they are
-   not copied (the output says so): back the bucket up with S3 versioning or replication;
+4. **LFS objects** named by the copied catalog are copied from the store into a local store in
+   the backup (``DEST/lfs``, the layout of ``DATA/lfs``), through ``ObjectStore.put``, so each is
+   verified on the way and a corrupt object is reported rather than silently preserved. With
+   ``lfs.storage: s3`` they are not copied (the output says so): back the bucket up with S3
+   versioning or replication;
 5. a ``manifest.json`` records what was captured, and the temp directory beside DEST
    (``.DEST.partial-*``) is renamed to DEST: a half-made backup never has DEST's name.
 
@@ -44,8 +46,8 @@ there is no ``--force``, so a restore can never destroy data; move the old direc
 """
 
 import asyncio
+import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -62,17 +64,21 @@ import pygit2
 import sqlalchemy as sa
 
 from modelrepo.catalog.schema import lfs_links, lfs_objects, models, namespaces, xet_files, xet_xorbs
+from modelrepo.errors import ModelrepoError
+from modelrepo.lfs.service import OID_RE
 from modelrepo.push.rules import human
 from modelrepo.git.repos import RepoStore, configure
 from modelrepo.settings import Settings
 from modelrepo.ops import OpsError
 from modelrepo.git.ops import git_sync
+from modelrepo.storage import open_store
+from modelrepo.storage.local import LocalBackend, fsync_dir
+from modelrepo.storage.verified import ObjectStore
 
 FORMAT = 1
 KIND = "modelrepo-backup"
 MANIFEST = "manifest.json"
 COPY_ATTEMPTS = 3
-CHUNK = 1024 * 1024
 SECRETS = ("secret.key", "admin.token")
 REPO_FILES = ("HEAD", "config", "description")
 PACK_EXTRAS = (".rev", ".bitmap", ".mtimes")  # copied with their pack; the .idx goes last
@@ -115,7 +121,7 @@ def backup(settings: Settings, dest: Path, say: Say = _quiet) -> dict:
         _write_json(tmp / MANIFEST, manifest)
         os.sync()  # every file on disk before the name says "complete"
         os.rename(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -163,9 +169,19 @@ def _copy_lfs(settings: Settings, tmp: Path, say: Say) -> LfsCopy:
         say(f"LFS objects are in S3 (s3://{settings.lfs.s3.bucket}/{settings.lfs.s3.prefix}) and are NOT in "
             f"this backup: back the bucket up with S3 versioning or replication")
         return LfsCopy()
-    lfs = copy_lfs_objects(settings.lfs_dir / "objects", tmp / "lfs" / "objects", tmp / "catalog.db")
+    lfs = asyncio.run(_copy_lfs_objects(settings, tmp / "lfs", tmp / "catalog.db"))
     say(f"copied {lfs.count} LFS objects ({human(lfs.bytes)})")
     return lfs
+
+
+async def _copy_lfs_objects(settings: Settings, dst_root: Path, db: Path) -> LfsCopy:
+    src, dst = open_store(settings), ObjectStore(LocalBackend(dst_root))
+    try:
+        return await copy_lfs_objects(src, dst, db)
+    finally:
+        await src.close()
+        with contextlib.suppress(OSError):
+            (dst_root / "tmp").rmdir()  # a backup holds objects, not an upload area
 
 
 def record_refs(repos_root: Path) -> list[RepoSnapshot]:
@@ -320,10 +336,6 @@ def _empty_repository(dst: Path, default_branch: str) -> None:
 
 # -- step 4: LFS objects ------------------------------------------------------------------------------
 
-def _object_path(root: Path, oid: str) -> Path:
-    return root / oid[0:2] / oid[2:4] / oid
-
-
 def recorded_objects(db: Path) -> list[sa.Row]:
     """(oid, size, linked) of every object the catalog records: LFS objects and xorbs (stored
     under the sha256 of their bytes). An LFS object uploaded through Xet has no bytes of its own
@@ -336,33 +348,29 @@ def recorded_objects(db: Path) -> list[sa.Row]:
         return list(conn.execute(query.order_by("oid")))
 
 
-def copy_verified(src: Path, dst: Path, oid: str, size: int) -> str | None:
-    """Copy while hashing; None when the bytes are the OID, else what is wrong (dst removed)."""
-    digest = hashlib.sha256()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        while chunk := fin.read(CHUNK):
-            digest.update(chunk)
-            fout.write(chunk)
-        total = fout.tell()
-    if total != size:
-        dst.unlink()
-        return f"has {total} bytes, not {size}"
-    if digest.hexdigest() != oid:
-        dst.unlink()
-        return f"is corrupt: its bytes hash to {digest.hexdigest()}"
+async def copy_verified(src: ObjectStore, dst: ObjectStore, oid: str, size: int) -> str | None:
+    """Copy one object between stores, verified by ``dst.put`` on the way: None when the bytes
+    are the OID, else what is wrong (nothing is left in ``dst``)."""
+    stored = await src.stat(oid)
+    if stored is None:
+        return "is missing from the store"
+    if stored != size:
+        return f"has {stored} bytes, not {size}"
+    try:
+        await dst.put(oid, size, src.read(oid))
+    except FileNotFoundError:  # gc removed it since the stat
+        return "is missing from the store"
+    except ModelrepoError as exc:
+        return f"is corrupt ({exc.message})"
     return None
 
 
-def copy_lfs_objects(src_root: Path, dst_root: Path, db: Path) -> LfsCopy:
+async def copy_lfs_objects(src: ObjectStore, dst: ObjectStore, db: Path) -> LfsCopy:
     """Every object the catalog copy records. Unlinked ones that gc removed meanwhile are skipped
     silently; a linked one missing or corrupt is a warning (and is not copied)."""
     out = LfsCopy()
-    for row in recorded_objects(db):
-        try:
-            problem = copy_verified(_object_path(src_root, row.oid), _object_path(dst_root, row.oid), row.oid, row.size)
-        except FileNotFoundError:
-            problem = "is missing from the store"
+    for row in await asyncio.to_thread(recorded_objects, db):
+        problem = await copy_verified(src, dst, row.oid, row.size)
         if problem is None:
             out.count += 1
             out.bytes += row.size
@@ -429,14 +437,6 @@ def read_manifest(src: Path) -> dict:
     return manifest
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sync_engine(db: Path) -> sa.Engine:
     return sa.create_engine(f"sqlite:///{db}", poolclass=sa.pool.NullPool)
 
@@ -468,7 +468,7 @@ def restore(settings: Settings, src: Path, say: Say = _quiet) -> RestoreReport:
         if data.exists():
             data.rmdir()  # empty, checked above
         os.rename(tmp, data)
-        _fsync_dir(data.parent)
+        fsync_dir(data.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -503,7 +503,8 @@ def _restore_into(settings: Settings, src: Path, manifest: dict, tmp: Path, say:
     say("copied the catalog and repositories")
     report = RestoreReport(data_dir=settings.data_dir)
     if manifest.get("lfs_objects_included"):
-        copied = restore_lfs_objects(src / "lfs" / "objects", tmp / "lfs" / "objects", report)
+        copied = asyncio.run(restore_lfs_objects(ObjectStore(LocalBackend(src / "lfs", create=False)),
+                                                 ObjectStore(LocalBackend(tmp / "lfs")), report))
         say(f"copied {copied} LFS objects")
     staged = dataclasses.replace(settings, data_dir=tmp)
     verify_restored(staged, manifest, report)
@@ -511,16 +512,16 @@ def _restore_into(settings: Settings, src: Path, manifest: dict, tmp: Path, say:
     return report
 
 
-def restore_lfs_objects(src_root: Path, dst_root: Path, report: RestoreReport) -> int:
-    """Re-hashed on the way in: a restore never installs bytes that are not their OID."""
-    for path in sorted(src_root.glob("??/??/*")):
-        problem = copy_verified(path, _object_path(dst_root, path.name), path.name, path.stat().st_size)
+async def restore_lfs_objects(src: ObjectStore, dst: ObjectStore, report: RestoreReport) -> int:
+    """Re-hashed on the way in (``dst.put``): a restore never installs bytes that are not their OID."""
+    async for oid, size, _ in src.list_objects():
+        problem = (await copy_verified(src, dst, oid, size) if OID_RE.match(oid)
+                   else "is not named by a sha256")
         if problem:
-            report.warnings.append(f"LFS object {path.name} in the backup {problem}: not restored")
+            report.warnings.append(f"LFS object {oid} in the backup {problem}: not restored")
         else:
             report.lfs_objects += 1
-            report.lfs_bytes += path.stat().st_size
-    (dst_root.parent / "tmp").mkdir(parents=True, exist_ok=True)
+            report.lfs_bytes += size
     return report.lfs_objects
 
 
@@ -568,8 +569,6 @@ async def _verify_and_rebuild(settings: Settings) -> list[str]:
     """Async part: LFS objects through the configured store, and the catalog mirror rebuilt from
     the repositories (it may be a few seconds newer than the refs the backup recorded)."""
     from modelrepo.catalog.db import Catalog  # noqa: PLC0415
-    from modelrepo.storage import open_store  # noqa: PLC0415
-
     from modelrepo.xet.store import xet_view  # noqa: PLC0415
 
     catalog = Catalog.open(settings.catalog_path)
@@ -593,18 +592,14 @@ async def _missing_objects(catalog, store) -> list[str]:
 
 
 async def _rebuild_mirror(settings: Settings, catalog) -> None:
+    """The mirror of every model whose refs the restored catalog does not describe, rebuilt from
+    its restored repository, without events (nothing happened: this is the past, restored)."""
     from modelrepo.accounts.service import Accounts  # noqa: PLC0415
     from modelrepo.models.service import Models  # noqa: PLC0415
+    from modelrepo.ops.converge import converge_catalog  # noqa: PLC0415
     from modelrepo.push.effects import PushEffects  # noqa: PLC0415
 
-    store = RepoStore(settings.repos_dir)
-    models_ = Models(catalog, Accounts(catalog), store, settings.git.default_branch)
+    models_ = Models(catalog, Accounts(catalog), RepoStore(settings.repos_dir), settings.git.default_branch)
     effects = PushEffects(catalog, models_.path, lambda: None)
-    async with catalog.read() as conn:
-        names = (await conn.execute(sa.select(namespaces.c.name.label("ns"), models.c.name)
-                                    .join(namespaces, namespaces.c.id == models.c.namespace_id))).all()
-    for row in names:
-        model = await models_.find(row.ns, row.name)
-        if model is not None:
-            # No ref updates: the mirror is rebuilt and no event is queued.
-            await effects.apply(model, [], pusher=None, clone_url=f"{settings.server.base_url()}/{model.full_name}.git")
+    base = settings.server.base_url()
+    await converge_catalog(catalog, models_, effects, lambda name: f"{base}/{name}.git", announce=False)

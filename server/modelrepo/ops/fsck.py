@@ -18,13 +18,19 @@ Three checks, all read-only, safe while the daemon runs:
     are parsed once, so many similar refs cost little more than one. History behind the tips is
     not walked: a push is judged on its tips too.
 
-Models without a repository and repositories without a model are reported as well. Objects
-uploaded through Xet are LFS objects rebuilt from their xorbs (the caller passes the Xet-backed
-store view), so (a) re-hashes them too; the xorbs themselves are verified by ``xet/fsck.py``.
+Models without a repository and repositories without a model are reported as well, and so is
+(d) a **catalog out of step** with a repository: recorded branch/tag tips or default-branch tip
+that are not the refs (a crash between a ref update and its catalog rebuild; ``ops.converge``).
+A drift is compared again after ``SETTLE`` seconds before it is reported, since next to a live
+daemon it may be a push whose post-receive is running. ``--repair`` rebuilds those models' mirror.
+Push quarantine directories left by crashes (gc removes them) are noted, not counted as problems.
+Objects uploaded through Xet are LFS objects rebuilt from their xorbs (the store callers hold is
+the Xet-backed view, ``xet.store``), so (a) re-hashes them too; the xorbs themselves are verified
+by ``xet/fsck.py``.
 """
 
 import asyncio
-import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +40,14 @@ import sqlalchemy as sa
 
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.schema import lfs_links, lfs_objects, models, namespaces
-from modelrepo.push.rules import POINTER_MAX, LfsPointer, human, parse_pointer
+from modelrepo.lfs.pointer import POINTER_MAX, LfsPointer, parse_pointer
+from modelrepo.push.rules import human
 from modelrepo.git.repos import RepoStore
-from modelrepo.storage.base import ObjectStore
+from modelrepo.models.service import Models
+from modelrepo.ops.converge import Drift, converge_catalog, find_drift
+from modelrepo.ops.gc import LEFTOVER_MIN_AGE, stale_quarantines
+from modelrepo.push.effects import PushEffects
+from modelrepo.storage.verified import ObjectStore
 from modelrepo.git.ops import git
 from modelrepo.xet import fsck as xet_fsck
 
@@ -44,6 +55,7 @@ HASH_CONCURRENCY = 4
 STAT_CONCURRENCY = 16
 MAX_LOCATIONS = 3  # pointer locations named per object problem
 MAX_GIT_LINES = 20
+SETTLE = 1.0  # seconds a drift must persist to be reported (a post-receive finishing)
 
 
 @dataclass(frozen=True)
@@ -210,17 +222,6 @@ async def stat_all(store: ObjectStore, oids: set[str]) -> dict[str, int | None]:
     return dict(await asyncio.gather(*(one(oid) for oid in sorted(oids))))
 
 
-async def sha256_of(store: ObjectStore, oid: str, on_bytes: Callable[[int], None]) -> tuple[str, int]:
-    """Streaming: one chunk in memory at a time, hashed off the event loop."""
-    digest = hashlib.sha256()
-    total = 0
-    async for chunk in store.read(oid):
-        await asyncio.to_thread(digest.update, chunk)
-        total += len(chunk)
-        on_bytes(len(chunk))
-    return digest.hexdigest(), total
-
-
 async def hash_all(store: ObjectStore, objects: list[StoredObject],
                    on_bytes: Callable[[int], None]) -> dict[str, tuple[str, int] | str]:
     """oid -> (sha256, bytes read), or an error message when the object could not be read."""
@@ -229,7 +230,7 @@ async def hash_all(store: ObjectStore, objects: list[StoredObject],
     async def one(obj: StoredObject) -> tuple[str, tuple[str, int] | str]:
         async with sem:
             try:
-                return obj.oid, await sha256_of(store, obj.oid, on_bytes)
+                return obj.oid, await store.rehash(obj.oid, on_bytes)
             except Exception as exc:  # noqa: BLE001 - a read error is a finding, not a crash of fsck
                 return obj.oid, f"{type(exc).__name__}: {exc}"
 
@@ -247,7 +248,7 @@ def _locations(oid: str, uses: dict[str, list[PointerUse]]) -> str:
 
 def object_problems(objects: list[StoredObject], sizes: dict[str, int | None],
                     hashes: dict[str, tuple[str, int] | str], uses: dict[str, list[PointerUse]],
-                    store_name: str) -> tuple[list[str], list[str]]:
+                    store_name: str, location: Callable[[str], str]) -> tuple[list[str], list[str]]:
     """(problems, notes) about recorded objects: missing, wrong size, unreadable, corrupt."""
     problems, notes = [], []
     leftovers = 0
@@ -260,7 +261,8 @@ def object_problems(objects: list[StoredObject], sizes: dict[str, int | None],
                 leftovers += 1  # a gc interrupted between store delete and row delete
                 continue
             problems.append(f"missing LFS object {obj.oid} ({human(obj.size)}): not in the {store_name} store; "
-                            f"{where}\nfix: {_put_back(obj.oid, store_name)}; the catalog still vouches for it, "
+                            f"{where}\nfix: put it back at {location(obj.oid)} from a backup or an older "
+                            f"version of the store; the catalog still vouches for it, "
                             f"so clients will not upload it again")
         elif stored != obj.size:
             problems.append(f"LFS object {obj.oid} has {stored} bytes in the store, the catalog recorded "
@@ -275,12 +277,6 @@ def object_problems(objects: list[StoredObject], sizes: dict[str, int | None],
         notes.append(f"note: {leftovers} unlinked catalog row(s) without an object (an interrupted gc); "
                      f"the next gc removes them")
     return problems, notes
-
-
-def _put_back(oid: str, store_name: str) -> str:
-    if store_name == "local":
-        return f"copy it back from a backup's lfs/objects/{oid[:2]}/{oid[2:4]}/{oid} to the same path under DATA"
-    return f"put it back under its key (PREFIX{oid[:2]}/{oid[2:4]}/{oid}) from a copy or an older version of the bucket"
 
 
 def pointer_problems(uses: list[PointerUse], linked: dict[int, set[str]], sizes: dict[str, int | None],
@@ -335,9 +331,11 @@ def no_progress(total: int) -> Callable[[int], None]:
 
 
 async def run_fsck(catalog: Catalog, store: ObjectStore, repos: RepoStore, git_binary: str, *,
-                   only: ModelRef | None = None, progress: Progress = no_progress) -> FsckReport:
+                   only: ModelRef | None = None, progress: Progress = no_progress,
+                   models_: Models | None = None, repair: bool = False) -> FsckReport:
     """All checks over every model, or ``only`` one. ``progress(total_bytes)`` returns the
-    per-chunk callback of the re-hash (a progress bar, or nothing)."""
+    per-chunk callback of the re-hash (a progress bar, or nothing). (d) needs ``models_``;
+    ``repair`` rebuilds the mirror of the models that drifted."""
     report = FsckReport()
     scope = [only] if only else await list_models(catalog, repos)
     present = [m for m in scope if m.path.is_dir()]
@@ -345,6 +343,9 @@ async def run_fsck(catalog: Catalog, store: ObjectStore, repos: RepoStore, git_b
         report.problems += repository_problems(scope, await asyncio.to_thread(repos.all_repositories))
     elif not present:
         report.problems.append(f"{only.full_name}: its repository {only.path} is missing")
+    if models_ is not None:
+        await _check_mirror(models_, only, repair, report)
+    report.notes += await asyncio.to_thread(quarantine_notes, present)
     # (c)'s scan first: the pointer locations make (a)'s findings readable.
     uses = await _scan_all(present, report)
     await _check_objects(catalog, store, only, uses, progress, report)
@@ -382,7 +383,51 @@ async def _check_objects(catalog: Catalog, store: ObjectStore, only: ModelRef | 
     readable = [o for o in objects if sizes.get(o.oid) == o.size]
     hashes = await hash_all(store, readable, progress(sum(o.size for o in readable)))
     report.objects, report.bytes = len(readable), sum(o.size for o in readable)
-    problems, report.notes = object_problems(objects, sizes, hashes, by_oid, store.name)
+    problems, notes = object_problems(objects, sizes, hashes, by_oid, store.name, store.location)
     report.problems += problems
+    report.notes += notes
     linked = {model_id: await linked_oids(catalog, model_id) for model_id in {u.model.id for u in uses}}
     report.problems += pointer_problems(uses, linked, sizes, {o.oid: o.size for o in objects})
+
+
+# -- (d) the catalog's mirror of the repositories ---------------------------------------------------
+
+async def settled_drift(models_: Models, only: ModelRef | None) -> list[Drift]:
+    """Drift that is still there ``SETTLE`` seconds later, with what it looks like then."""
+    first = await find_drift(models_.catalog, models_, only.id if only else None)
+    if not first:
+        return []
+    await asyncio.sleep(SETTLE)
+    again = {d.model_id: d for d in await find_drift(models_.catalog, models_, only.id if only else None)}
+    return [again[d.model_id] for d in first if d.model_id in again]
+
+
+async def _check_mirror(models_: Models, only: ModelRef | None, repair: bool, report: FsckReport) -> None:
+    drifts = await settled_drift(models_, only)
+    if not repair or not drifts:
+        report.problems += [d.describe() for d in drifts]
+        return
+    effects = PushEffects(models_.catalog, models_.path, lambda: None)
+    for drift in drifts:  # no events: see ops.converge on why a repair next to a live daemon is quiet
+        await converge_catalog(models_.catalog, models_, effects, lambda name: "", announce=False,
+                               only=drift.model_id)
+    left = {d.model_id for d in await find_drift(models_.catalog, models_, only.id if only else None)}
+    for drift in drifts:
+        if drift.model_id in left:
+            report.problems.append(drift.describe() + " (repair did not converge: is a push looping?)")
+        else:
+            report.notes.append(f"repaired: {drift.describe()}")
+
+
+def quarantine_notes(present: list[ModelRef]) -> list[str]:
+    """Quarantine directories of pushes a crash interrupted (gc removes them)."""
+    cutoff = time.time() - LEFTOVER_MIN_AGE
+    notes = []
+    for model in present:
+        stale = stale_quarantines(model.path, cutoff)
+        if stale:
+            names = ", ".join(p.name for p in stale[:MAX_LOCATIONS]) + (" ..." if len(stale) > MAX_LOCATIONS else "")
+            notes.append(f"note: {model.full_name}: {len(stale)} push quarantine director"
+                         f"{'y' if len(stale) == 1 else 'ies'} left by interrupted pushes ({names}); gc removes "
+                         f"{'it' if len(stale) == 1 else 'them'}")
+    return notes

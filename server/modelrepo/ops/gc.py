@@ -13,11 +13,18 @@ What goes, each only when older than the grace period (``--grace``, default 24h)
    S3 multipart uploads never completed. These use ``max(grace, lfs.action_expiry)``: a staging
    key older than the action expiry can never be verified (its verify token has expired), and a
    local temp file is rewritten with every chunk, so one untouched for that long belongs to a
-   dead upload. (An S3 multipart upload only records when it started: a proxy upload streaming
-   for longer than that bound is the one thing a short ``--grace`` could cut; 24h cannot.)
+   dead upload. A local temp file a live upload holds (its ``flock``) is never removed, whatever
+   its age. (An S3 multipart upload only records when it started: a proxy upload streaming for
+   longer than that bound is the one thing a short ``--grace`` could cut; 24h cannot.)
+   At start-up the daemon does more (``clear_abandoned_uploads``): no upload of its own is live
+   yet, so every temp file nobody holds and every multipart upload goes at once.
 4. **Repository leftovers**: ``repos/NS/.deleted.*`` and ``repos/NS/.NAME.git.*`` directories
    left by a crash during a model's deletion or creation, once ``max(grace, 1h)`` old: creating
    or deleting a model takes well under a second, so an hour-old one is a crash's.
+5. **Push quarantines**: ``objects/tmp_objdir-incoming-*`` in a repository. receive-pack writes
+   a push's objects there and moves them in (or drops them) once the hooks have spoken; a crash
+   in between leaves the directory, which git never looks at again. Same age rule as 4, measured
+   from the newest file inside (a slow push is still writing).
 
 The grace is measured from when an object was first stored (``lfs_objects.created_at``), not
 from when it lost its last link: the grace protects work in flight, it is not an undo window (a
@@ -51,6 +58,7 @@ need a re-upload of an object unlinked for a day, during the seconds gc touches 
 """
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
@@ -66,7 +74,7 @@ from modelrepo.lfs.service import OID_RE
 from modelrepo.push.rules import human
 from modelrepo.git.repos import RepoStore
 from modelrepo.settings import Settings
-from modelrepo.storage.base import ObjectStore
+from modelrepo.storage.verified import ObjectStore
 from modelrepo.git.ops import git, parse_count_objects
 from modelrepo.xet import gc as xet_gc
 
@@ -96,6 +104,7 @@ class GcReport:
     orphans: Tally = field(default_factory=Tally)
     partial: Tally = field(default_factory=Tally)
     leftovers: Tally = field(default_factory=Tally)
+    quarantines: Tally = field(default_factory=Tally)
     repacked: Tally = field(default_factory=Tally)  # bytes: git object bytes freed
     xet_files: Tally = field(default_factory=Tally)  # registered files nothing links
     xet_xorbs: Tally = field(default_factory=Tally)  # xorbs no live file names
@@ -116,6 +125,7 @@ class GcReport:
                f"  unreferenced xorbs      {self.xet_xorbs.count:>6}  {human(self.xet_xorbs.bytes)}",
                f"  partial uploads         {self.partial.count:>6}",
                f"  repository leftovers    {self.leftovers.count:>6}",
+               f"  push quarantines        {self.quarantines.count:>6}",
                f"  repositories repacked   {self.repacked.count:>6}  "
                + ("" if self.dry_run else f"{human(self.repacked.bytes)}  ") + f"(of {self.repositories} checked)"]
         if self.kept_young.count:
@@ -145,7 +155,9 @@ async def collect_garbage(settings: Settings, catalog: Catalog, store: ObjectSto
     await sweep_orphans(catalog, store, cutoff, report)
     await sweep_partial(store, now - max(grace, settings.lfs.action_expiry), report)
     await asyncio.to_thread(sweep_leftover_dirs, repos.root, now - max(grace, LEFTOVER_MIN_AGE), report)
-    await maintain_repositories(settings.git.binary, await asyncio.to_thread(repos.all_repositories), report)
+    repositories = await asyncio.to_thread(repos.all_repositories)
+    await asyncio.to_thread(sweep_quarantines, repositories, now - max(grace, LEFTOVER_MIN_AGE), report)
+    await maintain_repositories(settings.git.binary, repositories, report)
     return report
 
 
@@ -239,16 +251,32 @@ async def _delete_orphan(catalog: Catalog, store: ObjectStore, oid: str, report:
 
 
 async def sweep_partial(store: ObjectStore, cutoff: float, report: GcReport) -> None:
-    for name, mtime in await store.list_temp():
-        if mtime >= cutoff:
+    for partial in await store.list_partial():
+        if partial.held or partial.mtime >= cutoff:
             continue
         try:
-            if not report.dry_run:
-                await store.delete_temp(name)
+            if not report.dry_run and not await store.delete_partial(partial.name):
+                continue  # an upload took it up meanwhile
         except Exception as exc:  # noqa: BLE001 - reported, and the sweep goes on
-            report.errors.append(f"partial upload {name}: not deleted: {exc}")
+            report.errors.append(f"partial upload {partial.name}: not deleted: {exc}")
             continue
         report.partial.add()
+
+
+async def clear_abandoned_uploads(store: ObjectStore, action_expiry: float) -> int:
+    """Start-up, before the daemon listens: partial uploads no live upload owns. A temp file
+    nobody holds belongs to a process that died; a multipart upload is only ever started by the
+    daemon serving this prefix (a bucket prefix belongs to one modelrepo), and this one has not
+    started any yet. A staging key waits for its presigned URL to expire: the client may still be
+    sending it, and the restarted daemon verifies it. Returns how many were removed."""
+    cutoff = time.time() - action_expiry
+    removed = 0
+    for partial in await store.list_partial():
+        if partial.held or (partial.kind == "staged" and partial.mtime >= cutoff):
+            continue
+        if await store.delete_partial(partial.name):
+            removed += 1
+    return removed
 
 
 # -- repositories ------------------------------------------------------------------------------------
@@ -260,14 +288,49 @@ def sweep_leftover_dirs(root: Path, cutoff: float, report: GcReport) -> None:
         return
     for path in root.glob("*/.*"):
         try:
-            if not path.is_dir() or path.stat().st_mtime >= cutoff:
-                continue
-            if not report.dry_run:
-                shutil.rmtree(path)
-        except OSError as exc:
-            report.errors.append(f"leftover {path}: not removed: {exc}")
-            continue
-        report.leftovers.add()
+            stale = path.is_dir() and path.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue  # renamed into place or removed while we looked
+        if stale:
+            _remove_dir(path, "leftover", report.leftovers, report)
+
+
+def _remove_dir(path: Path, what: str, tally: Tally, report: GcReport) -> None:
+    try:
+        if not report.dry_run:
+            shutil.rmtree(path)
+    except OSError as exc:
+        report.errors.append(f"{what} {path}: not removed: {exc}")
+        return
+    tally.add()
+
+
+QUARANTINE_GLOB = "objects/tmp_objdir-incoming-*"
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = path.stat().st_mtime
+    for parent, dirs, files in os.walk(path):
+        for name in dirs + files:
+            with contextlib.suppress(FileNotFoundError):
+                newest = max(newest, os.lstat(os.path.join(parent, name)).st_mtime)
+    return newest
+
+
+def stale_quarantines(repository: Path, cutoff: float) -> list[Path]:
+    """Quarantine directories of pushes that ended long ago without git removing them."""
+    out = []
+    for path in sorted(repository.glob(QUARANTINE_GLOB)):
+        with contextlib.suppress(FileNotFoundError):  # the push finished while we looked
+            if path.is_dir() and _newest_mtime(path) < cutoff:
+                out.append(path)
+    return out
+
+
+def sweep_quarantines(repositories: list[Path], cutoff: float, report: GcReport) -> None:
+    for repository in repositories:
+        for path in stale_quarantines(repository, cutoff):
+            _remove_dir(path, "quarantine", report.quarantines, report)
 
 
 @dataclass(frozen=True)

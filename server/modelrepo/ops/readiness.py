@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from modelrepo.catalog.db import Catalog
 from modelrepo.settings import Settings
-from modelrepo.storage.base import ObjectStore
+from modelrepo.storage.verified import ObjectStore
 
 CHECK_TIMEOUT = 3.0
 

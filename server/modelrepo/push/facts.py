@@ -1,9 +1,11 @@
-"""pre-receive: gather the facts about a push (quarantined objects, catalog) and apply push_rules.
+"""The facts a push is judged on, gathered with git's own plumbing, the same way for every door.
 
-The pushed objects are only reachable through git's quarantine environment, which the hook
-forwards; we run git's own plumbing with it (rev-list --objects to find what is new, cat-file
---batch-check / --batch to size and read it), streaming, so a push of 10,000 files is judged in
-well under a second.
+A git push is judged inside git's quarantine (the hook forwards its environment, and the pushed
+objects are reachable only through it); an API ref change is judged in the repository as it is;
+a Hub commit is judged once its commit is built but before any ref points at it. In all three
+cases "what is new" is ``git rev-list --objects <tip> --not --all``, sized and read with
+``cat-file --batch-check`` / ``--batch``, streaming: a push of 10,000 files is judged in well
+under a second. What the catalog knows (LFS objects, deployment pins, locks) is added by the judge.
 """
 
 import asyncio
@@ -12,18 +14,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelrepo.models.card import MAX_CARD_BYTES, parse_card
-from modelrepo.push import rules as rules
 from modelrepo.git.runner import GitRunner
-from modelrepo.push.rules import NewBlob, RefUpdate
+from modelrepo.lfs.pointer import POINTER_MAX, parse_pointer
+from modelrepo.push.rules import LockHolder, NewBlob, RefUpdate, needs_lfs
 
 QUARANTINE_VARS = ("GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
+_OID_HEX = frozenset("0123456789abcdef")
 
 
-@dataclass(frozen=True)
-class PushLimits:
-    max_plain_blob: int
-    weight_patterns: tuple[str, ...]
+def parse_updates(raw: object) -> list[RefUpdate]:
+    """The hook's ref lines (as JSON objects); anything malformed is dropped, never guessed at."""
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for item in raw:
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("old", "new", "ref")):
+            continue
+        if not all(len(item[k]) in (40, 64) and set(item[k]) <= _OID_HEX for k in ("old", "new")):
+            continue
+        out.append(RefUpdate(item["old"], item["new"], item["ref"]))
+    return out
 
 
 def quarantine_env(env: dict, cwd: str) -> dict[str, str]:
@@ -38,8 +48,26 @@ def quarantine_env(env: dict, cwd: str) -> dict[str, str]:
     return out
 
 
+def parse_cat_file_batch(out: bytes, specs: list[str]) -> dict[str, bytes | None]:
+    """``git cat-file --batch`` output, one answer per spec in order: blob bytes, or None for a
+    missing object or anything that is not a blob."""
+    result: dict[str, bytes | None] = {}
+    pos = 0
+    for spec in specs:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        pos = end + 1
+        if len(header) < 3:  # "<spec> missing" / "<spec> ambiguous"
+            result[spec] = None
+            continue
+        size = int(header[2])
+        result[spec] = out[pos:pos + size] if header[1] == b"blob" else None
+        pos += size + 1
+    return result
+
+
 class GitReader:
-    """git plumbing in one repository, with the push's quarantine environment."""
+    """git plumbing in one repository, with the push's quarantine environment (if any)."""
 
     def __init__(self, runner: GitRunner, repo: Path, env: dict[str, str]) -> None:
         self.runner, self.repo, self.env = runner, repo, env
@@ -64,20 +92,10 @@ class GitReader:
             pairs.append((oid, path))
         return pairs
 
-    async def sizes(self, oids: Iterable[str]) -> dict[str, tuple[str, int]]:
-        """oid -> (type, size), one cat-file process for all of them."""
-        data = "\n".join(oids).encode() + b"\n"
-        _, out = await self.run("cat-file", "--batch-check=%(objectname) %(objecttype) %(objectsize)", stdin=data)
-        result = {}
-        for line in out.decode().splitlines():
-            parts = line.split()
-            if len(parts) == 3:
-                result[parts[0]] = (parts[1], int(parts[2]))
-        return result
-
-    async def types(self, specs: list[str]) -> dict[str, str]:
-        """spec -> object type ('missing' if it does not resolve), one cat-file for all."""
-        return {spec: kind for spec, (kind, _) in (await self.describe(specs)).items()}
+    async def changed_paths(self, old: str, new: str) -> list[str]:
+        """Paths added, modified or deleted between two commits."""
+        _, out = await self.run("diff-tree", "-r", "-z", "--no-renames", "--name-only", old, new)
+        return [p for p in out.decode("utf-8", errors="surrogateescape").split("\0") if p]
 
     async def describe(self, specs: list[str]) -> dict[str, tuple[str, int]]:
         """spec (oid or rev:path) -> (type, size); ('missing', 0) if it does not resolve."""
@@ -96,19 +114,7 @@ class GitReader:
         if not specs:
             return {}
         _, out = await self.run("cat-file", "--batch", stdin="\n".join(specs).encode() + b"\n")
-        result: dict[str, bytes | None] = {}
-        pos = 0
-        for spec in specs:
-            end = out.index(b"\n", pos)
-            header = out[pos:end].split()
-            pos = end + 1
-            if len(header) == 2 and header[1] == b"missing" or len(header) < 3:
-                result[spec] = None
-                continue
-            size = int(header[2])
-            result[spec] = out[pos:pos + size] if header[1] == b"blob" else None
-            pos += size + 1
-        return result
+        return parse_cat_file_batch(out, specs)
 
     async def is_ancestor(self, old: str, new: str) -> bool:
         rc, _ = await self.run("merge-base", "--is-ancestor", old, new, ok_codes=(0, 1))
@@ -117,85 +123,74 @@ class GitReader:
 
 @dataclass
 class PushFacts:
-    blobs: list[NewBlob]
-    paths_by_ref: dict[str, list[str]]  # ref -> LFS/weight paths new at that tip
-    attributes: dict[str, bytes | None]  # ref -> .gitattributes at the tip
-    cards: dict[str, bytes | None]  # ref -> README.md at the tip (default branch and tags only)
-    non_fast_forward: set[str]
+    """Everything the rules look at. Filled by ``gather`` from git and by the judge from the catalog."""
+
+    updates: list[RefUpdate]
+    default_branch: str
+    blobs: list[NewBlob] = field(default_factory=list)
+    lfs_paths: dict[str, list[str]] = field(default_factory=dict)  # ref -> LFS/weight paths new at that tip
+    attributes: dict[str, bytes | None] = field(default_factory=dict)  # ref -> .gitattributes at the tip
+    cards: dict[str, bytes | None] = field(default_factory=dict)  # ref -> README.md (default branch, tags)
+    oversize: list[tuple[str, str, int]] = field(default_factory=list)  # (ref, path, size) too large to read
+    non_fast_forward: set[str] = field(default_factory=set)
     non_commit: frozenset[str] = frozenset()  # refs whose new value does not peel to a commit
-    oversize: list[str] = field(default_factory=list)  # README.md / .gitattributes too large to judge
+    changed: dict[str, str] = field(default_factory=dict)  # path -> first ref changing it
+    # From the catalog:
+    linked: dict[str, int] = field(default_factory=dict)  # LFS oid -> size this repository holds
+    deployed: dict[str, str] = field(default_factory=dict)  # ref -> deployment using it
+    locks: dict[str, LockHolder] = field(default_factory=dict)  # path -> someone else's lock
+
+    @property
+    def pointer_oids(self) -> list[str]:
+        return sorted({b.pointer.oid for b in self.blobs if b.pointer is not None})
 
 
-async def gather(reader: GitReader, updates: list[RefUpdate], default_branch: str,
-                 weight_patterns: tuple[str, ...]) -> PushFacts:
+async def gather(reader: GitReader, updates: list[RefUpdate], *, default_branch: str,
+                 weight_patterns: Iterable[str], max_read: int) -> PushFacts:
+    """The git half of the facts. ``max_read`` bounds README.md / .gitattributes reads."""
+    patterns = tuple(weight_patterns)
+    facts = PushFacts(list(updates), default_branch)
     live = [u for u in updates if not u.deleted and (u.is_branch or u.is_tag)]
     per_ref = {u.ref: await reader.new_objects(u.new) for u in live}
-    all_oids = {oid for pairs in per_ref.values() for oid, _ in pairs}
-    sizes = await reader.sizes(sorted(all_oids)) if all_oids else {}
-    small = [oid for oid, (kind, size) in sizes.items() if kind == "blob" and size < rules.POINTER_MAX]
+    all_oids = sorted({oid for pairs in per_ref.values() for oid, _ in pairs})
+    sizes = await reader.describe(all_oids)
+    small = [oid for oid, (kind, size) in sizes.items() if kind == "blob" and size < POINTER_MAX]
     small_data = await reader.contents(small)
     blobs: dict[str, NewBlob] = {}
-    paths_by_ref: dict[str, list[str]] = {}
     for ref, pairs in per_ref.items():
         needing = []
         for oid, path in pairs:
             kind, size = sizes.get(oid, ("", 0))
             if kind != "blob" or not path:
                 continue
+            facts.changed.setdefault(path, ref)
             data = small_data.get(oid)
-            blob = NewBlob(oid, path, size, rules.parse_pointer(data) if data is not None else None)
-            blobs.setdefault(f"{oid}:{path}", blob)
-            if rules.needs_lfs(blob, weight_patterns):
+            blob = blobs.setdefault(f"{oid}:{path}", NewBlob(
+                oid, path, size, parse_pointer(data) if data is not None else None, ref))
+            if needs_lfs(blob, patterns):
                 needing.append(path)
-        paths_by_ref[ref] = needing
-    attr_specs = {u.ref: f"{u.new}:.gitattributes" for u in live if paths_by_ref.get(u.ref)}
-    card_specs = {u.ref: f"{u.new}:README.md" for u in live
-                  if u.is_tag or (u.is_branch and u.short == default_branch)}
-    # Read README.md / .gitattributes only when they are of a sane size: a writer must not be able
-    # to make the daemon load a 1 GiB blob that compresses to 1 MiB on the wire.
+        facts.lfs_paths[ref] = needing
+    facts.blobs = list(blobs.values())
+    for u in live:
+        if u.is_branch and not u.created:
+            for path in await reader.changed_paths(u.old, u.new):
+                facts.changed.setdefault(path, u.ref)
+
+    attr_specs = {u.ref: f"{u.new}:.gitattributes" for u in live if facts.lfs_paths.get(u.ref)}
+    card_specs = {u.ref: f"{u.new}:README.md" for u in live if u.is_tag or u.short == default_branch}
     wanted = sorted(set(attr_specs.values()) | set(card_specs.values()))
     described = await reader.describe(wanted)
-    too_large = {spec: size for spec, (kind, size) in described.items() if kind == "blob" and size > MAX_CARD_BYTES}
+    too_large = {spec: size for spec, (kind, size) in described.items() if kind == "blob" and size > max_read}
     fetched = await reader.contents([spec for spec in wanted if spec not in too_large])
-    oversize = [f"{ref.split('/', 2)[-1]}: {spec.split(':', 1)[1]} is {rules.human(too_large[spec])}; "
-                f"the limit is {rules.human(MAX_CARD_BYTES)}"
-                for ref, spec in sorted({**attr_specs, **card_specs}.items()) if spec in too_large]
-    types = await reader.types([f"{u.new}^{{}}" for u in live]) if live else {}
-    non_commit = frozenset(u.ref for u in live if types.get(f"{u.new}^{{}}") != "commit")
-    non_ff = set()
+    facts.oversize = [(ref, spec.split(":", 1)[1], too_large[spec])
+                      for ref, spec in sorted({**attr_specs, **card_specs}.items()) if spec in too_large]
+    facts.attributes = {ref: fetched.get(spec) for ref, spec in attr_specs.items()}
+    facts.cards = {ref: fetched.get(spec) for ref, spec in card_specs.items() if spec not in too_large}
+
+    peeled = await reader.describe([f"{u.new}^{{}}" for u in live])
+    facts.non_commit = frozenset(u.ref for u in live if peeled.get(f"{u.new}^{{}}", ("",))[0] != "commit")
     for u in live:
-        if u.is_branch and u.short == default_branch and not u.created and not await reader.is_ancestor(u.old, u.new):
-            non_ff.add(u.ref)
-    return PushFacts(
-        blobs=list(blobs.values()),
-        paths_by_ref=paths_by_ref,
-        attributes={ref: fetched.get(spec) for ref, spec in attr_specs.items()},
-        cards={ref: fetched.get(spec) for ref, spec in card_specs.items()},
-        non_fast_forward=non_ff,
-        non_commit=non_commit,
-        oversize=oversize,
-    )
-
-
-def judge(facts: PushFacts, updates: list[RefUpdate], *, limits: PushLimits, namespace_admin: bool,
-          default_branch: str, allow_force_push: bool, deployed: dict[str, str],
-          linked: dict[str, int], schema_file: Path | None = None) -> list[str]:
-    """Every reason to refuse this push (empty: accept)."""
-    problems = rules.check_ref_updates(updates, namespace_admin=namespace_admin, default_branch=default_branch,
-                                       allow_force_push=allow_force_push, deployed=deployed,
-                                       non_fast_forward=facts.non_fast_forward, non_commit=facts.non_commit)
-    problems += facts.oversize
-    problems += rules.check_blobs(facts.blobs, max_plain_blob=limits.max_plain_blob,
-                                  weight_patterns=limits.weight_patterns)
-    for ref, paths in facts.paths_by_ref.items():
-        problems += rules.check_attributes(ref, paths, facts.attributes.get(ref))
-    pointers = {b.path: b.pointer for b in facts.blobs if b.pointer is not None}
-    branch = next((u.short for u in updates if u.is_branch and not u.deleted), default_branch)
-    problems += rules.check_lfs_objects(pointers, linked, branch)
-    for ref, readme in facts.cards.items():
-        problems += rules.check_card(ref, parse_card(readme, schema_file))
-    return problems
-
-
-def pointer_oids(facts: PushFacts) -> list[str]:
-    return sorted({b.pointer.oid for b in facts.blobs if b.pointer is not None})
+        if (u.is_branch and u.short == default_branch and not u.created and u.ref not in facts.non_commit
+                and not await reader.is_ancestor(u.old, u.new)):
+            facts.non_fast_forward.add(u.ref)
+    return facts

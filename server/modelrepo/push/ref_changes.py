@@ -1,48 +1,50 @@
-"""Branch and tag changes made through the API, under the same rules and with the same effects
-as a git push: immutable tags, refs pinned by deployments, catalog sync and events."""
+"""Branch and tag changes made through the API, judged by the same judge as a git push (immutable
+tags, refs pinned by deployments, the model card at a release tag or the default branch, …) and
+given the same effects (catalog sync, events)."""
 
 import asyncio
 
 import pygit2
 
-from modelrepo.errors import Conflict, Forbidden, Unprocessable
-from modelrepo.names import check_ref_name
-from modelrepo.git import repos
 from modelrepo.accounts.access import Identity
-from modelrepo.models.deployments import Deployments
+from modelrepo.errors import NotFound
+from modelrepo.git import repos
 from modelrepo.models.service import Model, Models
+from modelrepo.names import check_ref_name
 from modelrepo.push.effects import PushEffects
-from modelrepo.push.rules import ZERO, RefUpdate, check_card, check_ref_updates
-from modelrepo.git.snapshot import read_at
+from modelrepo.push.judge import Judge
+from modelrepo.push.problems import PushRefused
+from modelrepo.push.rules import ZERO, RefUpdate
 
 
 class RefChanges:
-    def __init__(self, models: Models, effects: PushEffects, deployments: Deployments) -> None:
+    def __init__(self, models: Models, effects: PushEffects, judge: Judge) -> None:
         self.models = models
         self.effects = effects
-        self.deployments = deployments
+        self.judge = judge
 
-    async def _guard(self, identity: Identity, model: Model, update: RefUpdate) -> None:
-        problems = check_ref_updates(
-            [update], namespace_admin=identity.namespace_admin(model.role),
-            default_branch=model.default_branch, allow_force_push=model.allow_force_push,
-            deployed=await self.deployments.live_refs(model.id), non_fast_forward=set())
-        if problems:
-            raise (Conflict if "deployment" in problems[0] else Forbidden)(problems[0])
+    async def _judge(self, identity: Identity, model: Model, update: RefUpdate,
+                     default_branch: str | None = None) -> None:
+        verdict = await self.judge.check(self.models.path(model), model, identity, [update],
+                                         default_branch=default_branch)
+        if not verdict.ok:
+            raise PushRefused(verdict.problems)
 
-    async def _card_ok(self, model: Model, revision: str, what: str) -> None:
-        """A release tag (and the default branch) must carry a valid model card, as on push."""
-        at = await asyncio.to_thread(read_at, self.models.path(model), revision)
-        if at is None:
-            return  # resolution errors are reported by the ref operation itself
-        problems = check_card(what, at[1])
-        if problems:
-            raise Unprocessable("; ".join(problems), code="invalid_model_card")
+    async def _commit_of(self, model: Model, revision: str) -> str:
+        """The commit a revision names, with the ref operations' own checks (a commit some branch or
+        tag reaches; 400/404 otherwise), so what is judged is exactly what will be pointed at."""
+        def resolve() -> str:
+            # _resolve_commit is the one resolver the ref operations use; not re-implemented here.
+            return str(repos._resolve_commit(pygit2.Repository(str(self.models.path(model))), revision).id)
+        return await asyncio.to_thread(resolve)
 
     async def create_tag(self, identity: Identity, namespace: str, name: str, tag: str, revision: str,
                          message: str, clone_url: str) -> dict:
         model = await self.models.for_write(identity, namespace, name)
-        await self._card_ok(model, revision, f"refs/tags/{tag}")
+        check_ref_name(tag, "tag")
+        commit = await self._commit_of(model, revision)
+        await self._judge(identity, model, RefUpdate(ZERO, commit, f"refs/tags/{tag}"))
+        revision = commit  # tag exactly what was judged, even if the branch moves meanwhile
         tagger = pygit2.Signature(identity.name or "modelrepo", f"{identity.name}@modelrepo.invalid")
         created = await asyncio.to_thread(repos.create_tag, self.models.path(model), tag, revision, message, tagger)
         await self.effects.apply(model, [RefUpdate(ZERO, created["object"], f"refs/tags/{tag}")],
@@ -54,15 +56,17 @@ class RefChanges:
         check_ref_name(tag, "tag")
         old = await asyncio.to_thread(repos.ref_target, self.models.path(model), f"refs/tags/{tag}", "tag")
         update = RefUpdate(old, ZERO, f"refs/tags/{tag}")
-        await self._guard(identity, model, update)
+        await self._judge(identity, model, update)
         await asyncio.to_thread(repos.delete_ref, self.models.path(model), update.ref, "tag")
         await self.effects.apply(model, [update], pusher=identity.name, clone_url=clone_url)
 
     async def create_branch(self, identity: Identity, namespace: str, name: str, branch: str, revision: str,
                             clone_url: str) -> dict:
         model = await self.models.for_write(identity, namespace, name)
-        if branch == model.default_branch:
-            await self._card_ok(model, revision, f"refs/heads/{branch}")
+        check_ref_name(branch, "branch")
+        commit = await self._commit_of(model, revision)
+        await self._judge(identity, model, RefUpdate(ZERO, commit, f"refs/heads/{branch}"))
+        revision = commit
         created = await asyncio.to_thread(repos.create_branch, self.models.path(model), branch, revision)
         await self.effects.apply(model, [RefUpdate(ZERO, created["commit"], f"refs/heads/{branch}")],
                                  pusher=identity.name, clone_url=clone_url)
@@ -70,22 +74,24 @@ class RefChanges:
 
     async def set_default_branch(self, identity: Identity, namespace: str, name: str, branch: str,
                                  clone_url: str) -> None:
-        """Switching the default branch: it must exist and carry a valid card; then the catalog's
-        card, files and sizes are rebuilt from it."""
+        """Switching the default branch: it must exist and pass as the default (a valid card); then
+        the catalog's card, files and sizes are rebuilt from it."""
         model = await self.models.for_admin(identity, namespace, name)
         check_ref_name(branch, "branch")
-        await self._card_ok(model, f"refs/heads/{branch}", f"refs/heads/{branch}")
+        try:
+            commit = await self._commit_of(model, f"refs/heads/{branch}")
+        except NotFound:
+            commit = None  # an empty repository may name its future default branch
+        if commit is not None:
+            await self._judge(identity, model, RefUpdate(ZERO, commit, f"refs/heads/{branch}"), default_branch=branch)
         updated = await self.models.update(identity, namespace, name, default_branch=branch)
         await self.effects.apply(updated, [], pusher=identity.name, clone_url=clone_url)
 
     async def delete_branch(self, identity: Identity, namespace: str, name: str, branch: str, clone_url: str) -> None:
         model = await self.models.for_write(identity, namespace, name)
         check_ref_name(branch, "branch")
-        if branch == model.default_branch:
-            raise Conflict(f"cannot delete the default branch {branch!r}; change default_branch first",
-                           code="default_branch")
         old = await asyncio.to_thread(repos.ref_target, self.models.path(model), f"refs/heads/{branch}", "branch")
         update = RefUpdate(old, ZERO, f"refs/heads/{branch}")
-        await self._guard(identity, model, update)
+        await self._judge(identity, model, update)
         await asyncio.to_thread(repos.delete_ref, self.models.path(model), update.ref, "branch")
         await self.effects.apply(model, [update], pusher=identity.name, clone_url=clone_url)

@@ -1,43 +1,26 @@
 """What a push is refused for, as pure functions over plain values.
 
-Each rule returns messages that reach the pusher as ``remote:`` lines: what is wrong, which file or
-ref, and the command that fixes it. Gathering the facts (git, the catalog) is push_policy's job;
-keeping the rules here means they are tested without git.
+Each rule returns ``Problem``s: a code, the ref or path, and a message that reaches the pusher
+(``remote:`` lines or an API error) saying what is wrong and, where a command fixes it, ``Fix:``
+and that command, written to run as is from the state the refused push left the user in (the
+tests run every one of them). Gathering the facts is push/facts.py's job and choosing which rules
+run is push/judge.py's; keeping the rules here means they are tested without git.
 """
 
 import fnmatch
+import functools
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from modelrepo.lfs.pointer import LfsPointer
 from modelrepo.models.card import ModelCard
+from modelrepo.push.attributes import LFS_ATTRS, attr_lines, lfs_covered, track_pattern
+from modelrepo.push.problems import Code, Problem
 
 ZERO = "0" * 40
-_POINTER_RE = re.compile(
-    rb"^version https://git-lfs\.github\.com/spec/v1\n"
-    rb"(?:[a-z0-9.-]+ [^\n]*\n)*?"
-    rb"oid sha256:([0-9a-f]{64})\n"
-    rb"size (\d+)\n"
-    rb"(?:[a-z0-9.-]+ [^\n]*\n)*$"
-)
-POINTER_MAX = 1024  # git-lfs never writes a pointer this large
-LFS_ATTRS = 'filter=lfs diff=lfs merge=lfs -text'
-
-
-@dataclass(frozen=True)
-class LfsPointer:
-    oid: str
-    size: int
-
-
-def parse_pointer(data: bytes) -> LfsPointer | None:
-    if len(data) >= POINTER_MAX:
-        return None
-    m = _POINTER_RE.match(data)
-    if not m:
-        return None
-    return LfsPointer(m.group(1).decode(), int(m.group(2)))
+MAX_LISTED = 20  # problems of one kind listed before "... and more"
 
 
 @dataclass(frozen=True)
@@ -73,6 +56,13 @@ class NewBlob:
     path: str
     size: int
     pointer: LfsPointer | None
+    ref: str = ""  # the first pushed ref it was found under
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    owner: str
+    lock_id: str
 
 
 def human(n: int) -> str:
@@ -84,177 +74,181 @@ def human(n: int) -> str:
     return f"{n} B"
 
 
-def _track_pattern(path: str) -> str:
-    ext = posixpath.splitext(path)[1]
-    return f"*{ext}" if ext else path
+def short_ref(ref: str) -> str:
+    return ref.split("/", 2)[-1]
 
 
 def check_ref_updates(updates: Iterable[RefUpdate], *, namespace_admin: bool, default_branch: str,
-                      allow_force_push: bool, deployed: dict[str, str], non_fast_forward: set[str],
-                      non_commit: frozenset[str] = frozenset()) -> list[str]:
+                      allow_force_push: bool, deployed: Mapping[str, str], non_fast_forward: set[str],
+                      non_commit: frozenset[str] = frozenset()) -> list[Problem]:
     """Protected refs: immutable release tags, refs in use by deployments, a linear default branch.
 
     ``deployed`` maps a ref (refs/tags/v1) to the deployment using it."""
     problems = []
     for u in updates:
+        def found(code: Code, message: str) -> None:
+            problems.append(Problem(code, f"{u.short}: {message}", ref=u.ref))  # noqa: B023 - called at once
+
         if not (u.is_tag or u.is_branch):
-            problems.append(f"{u.ref}: only branches (refs/heads/*) and tags (refs/tags/*) can be pushed")
-            continue
-        if u.ref in non_commit:
-            problems.append(f"{u.short}: points at a blob or tree, not a commit; tag a commit instead: "
-                            f"git tag -a {u.short} <commit>")
-            continue
-        if u.deleted and u.ref in deployed:
-            problems.append(f"{u.short}: cannot delete {'tag' if u.is_tag else 'branch'} {u.short!r}: deployment "
-                            f"{deployed[u.ref]!r} uses it. Stop the deployment first (PATCH /api/v1/deployments/"
-                            f"{{id}} with status \"stopped\").")
-            continue
-        if u.is_tag and not u.created and not namespace_admin:
+            problems.append(Problem(Code.REF_NAMESPACE, f"{u.ref}: only branches (refs/heads/*) and tags "
+                                    "(refs/tags/*) can be pushed", ref=u.ref))
+        elif u.ref in non_commit:
+            found(Code.NOT_A_COMMIT, f"points at a blob or tree, not a commit; tag a commit instead: "
+                                     f"git tag -a {u.short} <commit>")
+        elif u.deleted and u.ref in deployed:
+            found(Code.DEPLOYED_REF, f"cannot delete {'tag' if u.is_tag else 'branch'} {u.short!r}: deployment "
+                                     f"{deployed[u.ref]!r} uses it. Stop the deployment first (PATCH "
+                                     "/api/v1/deployments/{id} with status \"stopped\").")
+        elif u.is_tag and not u.created and not namespace_admin:
             verb = "delete" if u.deleted else "move"
-            problems.append(f"{u.short}: tags are immutable releases; only a namespace admin can {verb} tag "
-                            f"{u.short!r}. Push a new tag instead: git tag -a <new-version> && git push origin "
-                            f"<new-version>")
-            continue
-        if u.is_branch and u.short == default_branch:
-            if u.deleted:
-                problems.append(f"{u.short}: cannot delete the default branch {u.short!r}")
-            elif u.ref in non_fast_forward and not allow_force_push:
-                problems.append(f"{u.short}: non-fast-forward update of the default branch is not allowed. "
-                                f"Integrate the remote changes first: git pull --rebase origin {u.short}")
+            found(Code.IMMUTABLE_TAG, f"tags are immutable releases; only a namespace admin can {verb} tag "
+                                      f"{u.short!r}. Push a new tag instead: git tag -a <new-version> && "
+                                      "git push origin <new-version>")
+        elif u.is_branch and u.short == default_branch and u.deleted:
+            found(Code.DEFAULT_BRANCH, f"cannot delete the default branch {u.short!r}; make another branch the "
+                                       "default first")
+        elif u.is_branch and u.short == default_branch and u.ref in non_fast_forward and not allow_force_push:
+            found(Code.NON_FAST_FORWARD, "non-fast-forward update of the default branch is not allowed. "
+                                         f"Integrate the remote changes first. Fix: git pull --rebase origin "
+                                         f"{u.short} && git push origin {u.short}")
     return problems
 
 
-def check_blobs(blobs: Iterable[NewBlob], *, max_plain_blob: int, weight_patterns: Iterable[str]) -> list[str]:
+@functools.lru_cache(maxsize=8)
+def _weight_name(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """All weight patterns as one compiled regex: a 10,000-file push asks it 20,000 times."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns) or r"(?!)")
+
+
+def is_weight_name(path: str, weight_patterns: Iterable[str]) -> bool:
+    """Does the file's base name match a weight pattern (fnmatch, case-sensitive)?"""
+    return _weight_name(tuple(weight_patterns)).match(posixpath.basename(path)) is not None
+
+
+def must_be_lfs(path: str, size: int, *, max_plain_blob: int, weight_patterns: Iterable[str]) -> str | None:
+    """Why a file of this name and size belongs in LFS, or None if git may store it: the one line
+    drawn for pushes, Hub commits and the Hub's preupload answer alike."""
+    if size > 0 and is_weight_name(path, weight_patterns):
+        return "matches a weight pattern"
+    if size > max_plain_blob:
+        return f"is larger than {human(max_plain_blob)}"
+    return None
+
+
+def _migrate_fix(path: str, ref: str) -> str:
+    pattern = track_pattern(path)
+    if not ref.startswith("refs/heads/"):
+        return (f"Fix the branch tag {short_ref(ref)} was made on (git lfs migrate import --include=\"{pattern}\" "
+                "on that branch), then tag its new commit")
+    branch = short_ref(ref)
+    # Plain `migrate import` rewrites only the current branch's commits that no remote-tracking ref
+    # has, and writes .gitattributes itself; `git lfs track` first would leave the tree dirty, which
+    # migrate refuses.
+    return (f"Rewriting the commits of {branch} that are not on the server yet stores it in LFS and adds "
+            f".gitattributes (--everything would rewrite every local branch and tag, history already pushed "
+            f"included; --no-rewrite only adds a commit on top, which leaves the file in the commits being "
+            f"pushed). Fix: git checkout {branch} && git lfs migrate import --include=\"{pattern}\" && "
+            f"git push origin {branch}")
+
+
+def check_blobs(blobs: Iterable[NewBlob], *, max_plain_blob: int, weight_patterns: Iterable[str]) -> list[Problem]:
     """Weights and big files must be LFS pointers, not blobs in git's history."""
-    patterns = list(weight_patterns)
+    patterns = tuple(weight_patterns)
     problems = []
     seen: set[str] = set()
     for b in blobs:
         if b.pointer is not None or b.path in seen:
             continue
-        name = posixpath.basename(b.path)
-        is_weight = b.size > 0 and any(fnmatch.fnmatchcase(name, p) for p in patterns)
-        if not is_weight and b.size <= max_plain_blob:
+        why = must_be_lfs(b.path, b.size, max_plain_blob=max_plain_blob, weight_patterns=patterns)
+        if why is None:
             continue
         seen.add(b.path)
-        pattern = _track_pattern(b.path)
-        why = "matches a weight pattern" if is_weight else f"is larger than {human(max_plain_blob)}"
-        problems.append(
-            f"{b.path} ({human(b.size)}) must be stored with Git LFS ({why}). Fix: git lfs track \"{pattern}\" "
-            f"&& git add .gitattributes && git lfs migrate import --include=\"{pattern}\" --everything && git push")
+        problems.append(Problem(Code.LFS_REQUIRED, f"{b.path} ({human(b.size)}) must be stored with Git LFS ({why}). "
+                                f"{_migrate_fix(b.path, b.ref)}", path=b.path, ref=b.ref or None))
     return problems
 
 
 def needs_lfs(blob: NewBlob, weight_patterns: Iterable[str]) -> bool:
-    name = posixpath.basename(blob.path)
-    return blob.pointer is not None or any(fnmatch.fnmatchcase(name, p) for p in weight_patterns)
+    """Must .gitattributes hand this path to LFS? (It is a pointer, or named like a weight.)"""
+    return blob.pointer is not None or is_weight_name(blob.path, weight_patterns)
 
 
-def attr_lines(gitattributes: bytes) -> list[tuple[str, list[str]]]:
-    lines = []
-    for raw in gitattributes.decode("utf-8", errors="replace").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or line.startswith("[attr]"):
-            continue
-        pattern, *attrs = line.split()
-        lines.append((pattern, attrs))
-    return lines
+def _attributes_fix(path: str, ref: str) -> str:
+    pattern = track_pattern(path)
+    if not ref.startswith("refs/heads/"):
+        return f"Track \"{pattern}\" with git lfs track on the branch tag {short_ref(ref)} was made on, then tag again"
+    branch = short_ref(ref)
+    # untrack first: `git lfs track` leaves an existing but incomplete line for the pattern alone.
+    return (f"Fix: git lfs untrack \"{pattern}\" && git lfs track \"{pattern}\" && git add .gitattributes && "
+            f"git commit -m \"Track {pattern} with Git LFS\" && git push origin {branch}")
 
 
-def _pattern_matches(pattern: str, path: str) -> bool:
-    """gitattributes matching (gitignore rules without negation): a pattern with no slash matches
-    the basename at any depth; otherwise it is anchored at the root; ** spans directories."""
-    anchored = "/" in pattern.rstrip("/")
-    pattern = pattern.removeprefix("/")
-    if not anchored:
-        return fnmatch.fnmatchcase(posixpath.basename(path), pattern)
-    if "**" in pattern:
-        regex = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"/\*\*", "(?:/.*)?")
-        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
-        return re.fullmatch(regex, path) is not None
-    return fnmatch.fnmatchcase(path, pattern) and path.count("/") == pattern.count("/")
-
-
-def lfs_attributes(path: str, lines: list[tuple[str, list[str]]]) -> dict[str, str | bool]:
-    attrs: dict[str, str | bool] = {}
-    for pattern, assignments in lines:
-        if not _pattern_matches(pattern, path):
-            continue
-        for a in assignments:
-            if a.startswith(("-", "!")):
-                attrs[a[1:]] = False
-            elif "=" in a:
-                key, value = a.split("=", 1)
-                attrs[key] = value
-            else:
-                attrs[a] = True
-    return attrs
-
-
-def lfs_covered(path: str, lines: list[tuple[str, list[str]]]) -> bool:
-    """Does .gitattributes give ``path`` all of filter=lfs diff=lfs merge=lfs -text?"""
-    a = lfs_attributes(path, lines)
-    return a.get("filter") == "lfs" and a.get("diff") == "lfs" and a.get("merge") == "lfs" and a.get("text") is False
-
-
-def check_attributes(ref: str, paths: Iterable[str], gitattributes: bytes | None) -> list[str]:
+def check_attributes(ref: str, paths: Iterable[str], gitattributes: bytes | None) -> list[Problem]:
     """Every LFS or weight path at a pushed tip must be covered by filter=lfs diff=lfs merge=lfs -text."""
     paths = sorted(set(paths))
     if not paths:
         return []
-    short = ref.split("/", 2)[-1]
+    short = short_ref(ref)
     if gitattributes is None:
         sample = paths[0]
-        return [f"{short}: {len(paths)} LFS/weight file(s) (e.g. {sample}) but no .gitattributes. Fix: git lfs "
-                f"track \"{_track_pattern(sample)}\" && git add .gitattributes && git commit && git push"]
+        return [Problem(Code.GITATTRIBUTES, f"{short}: {len(paths)} LFS/weight file(s) (e.g. {sample}) but no "
+                        f".gitattributes. {_attributes_fix(sample, ref)}", path=sample, ref=ref)]
     lines = attr_lines(gitattributes)
     problems = []
     for path in paths:
         if lfs_covered(path, lines):
             continue
-        problems.append(f"{short}: .gitattributes does not give {path} '{LFS_ATTRS}'. Fix: git lfs track "
-                        f"\"{_track_pattern(path)}\" && git add .gitattributes && git commit && git push")
-        if len(problems) >= 20:
-            problems.append(f"{short}: ... and more files without LFS attributes")
+        if len(problems) >= MAX_LISTED:
+            problems.append(Problem(Code.GITATTRIBUTES, f"{short}: ... and more files without LFS attributes",
+                                    ref=ref))
             break
+        problems.append(Problem(Code.GITATTRIBUTES, f"{short}: .gitattributes does not give {path} '{LFS_ATTRS}'. "
+                                f"{_attributes_fix(path, ref)}", path=path, ref=ref))
     return problems
 
 
-def check_lfs_objects(pointers: dict[str, LfsPointer], linked: dict[str, int], branch_hint: str) -> list[str]:
+def check_lfs_objects(pointers: Mapping[str, LfsPointer], linked: Mapping[str, int], branch_hint: str) -> list[Problem]:
     """Every pointer must name an object this repository has received (with that size)."""
     problems = []
     for path, p in sorted(pointers.items()):
+        if len(problems) >= MAX_LISTED:
+            problems.append(Problem(Code.LFS_MISSING, "... and more missing LFS objects"))
+            break
         size = linked.get(p.oid)
         if size is None:
-            problems.append(f"{path}: its Git LFS object {p.oid[:12]}… ({human(p.size)}) was never uploaded to this "
-                            f"repository. Fix: git lfs push --all origin {branch_hint} && git push")
+            problems.append(Problem(Code.LFS_MISSING, f"{path}: its Git LFS object {p.oid[:12]}… ({human(p.size)}) "
+                                    f"was never uploaded to this repository. Fix: git lfs push --all origin "
+                                    f"{branch_hint} && git push origin {branch_hint}", path=path))
         elif size != p.size:
-            problems.append(f"{path}: pointer says {p.size} bytes but the uploaded object {p.oid[:12]}… has {size}")
-        if len(problems) >= 20:
-            problems.append("... and more missing LFS objects")
-            break
+            problems.append(Problem(Code.LFS_SIZE, f"{path}: pointer says {p.size} bytes but the uploaded object "
+                                    f"{p.oid[:12]}… has {size}", path=path))
     return problems
 
 
-def check_card(ref: str, card: ModelCard) -> list[str]:
-    short = ref.split("/", 2)[-1]
-    return [f"{short}: {e}. Fix README.md's front matter (see config/model-card.schema.json) and push again"
+def check_card(ref: str | None, card: ModelCard, schema_url: str) -> list[Problem]:
+    """The card's schema errors; ``ref`` None for a card judged on its own (the Hub's validate-yaml)."""
+    where = f"{short_ref(ref)}: " if ref else ""
+    return [Problem(Code.MODEL_CARD, f"{where}{e}. Make README.md's front matter match the model card schema "
+                    f"({schema_url}), commit and push again", path="README.md", ref=ref)
             for e in card.errors]
 
 
-_REASONS = (
-    ("must be stored with Git LFS", "lfs_required"),
-    (".gitattributes", "gitattributes"),
-    ("never uploaded", "lfs_missing"),
-    ("pointer says", "lfs_missing"),
-    ("README.md", "model_card"),
-    ("deployment", "deployed_ref"),
-    ("immutable", "protected_ref"),
-    ("default branch", "protected_ref"),
-    ("only branches", "protected_ref"),
-)
+def check_file_size(ref: str, path: str, size: int, limit: int) -> list[Problem]:
+    """Files the judge must read (README.md, .gitattributes) are read only up to a sane size: a
+    writer must not be able to make the daemon load a 1 GiB blob that compresses to 1 MiB."""
+    if size <= limit:
+        return []
+    return [Problem(Code.FILE_TOO_LARGE, f"{short_ref(ref)}: {path} is {human(size)}; the limit is {human(limit)}",
+                    path=path, ref=ref)]
 
 
-def reason_of(message: str) -> str:
-    """A bounded label for metrics: which rule refused the push."""
-    return next((reason for needle, reason in _REASONS if needle in message), "other")
+def check_locks(changed: Mapping[str, str], locks: Mapping[str, LockHolder]) -> list[Problem]:
+    """A change (add, edit, delete) to a path someone else holds an LFS lock on (path -> ref)."""
+    problems = []
+    for path in sorted(set(changed) & set(locks)):
+        lock = locks[path]
+        problems.append(Problem(Code.LOCKED_PATH, f"{path} is locked by {lock.owner} (lock {lock.lock_id}): ask "
+                                f"{lock.owner} to release it (git lfs unlock \"{path}\"), or a namespace admin to "
+                                f"break it (git lfs unlock --force --id {lock.lock_id}), then push again",
+                                path=path, ref=changed[path]))
+    return problems

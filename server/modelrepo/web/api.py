@@ -2,25 +2,29 @@
 both validates bodies (jsonschema) and feeds openapi.json, so the document cannot drift from the
 code by construction; a test also checks every registered /api/v1 route is documented."""
 
-import json
+import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
 from aiohttp import web
 
 from modelrepo import __version__
-from modelrepo.errors import InvalidInput, TooLarge
+from modelrepo.errors import InvalidInput
 from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, MODELS, REFS, SETTINGS, WEBHOOKS
-from modelrepo.names import NAME_RE
-from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES, check_namespace_admin
+from modelrepo.models.card import schema_path
+from modelrepo.names import NAME_RE, NAME_RULE
+from modelrepo.accounts import passwords
+from modelrepo.accounts.access import ROLES, SCOPES, VISIBILITIES
 from modelrepo.models.webhooks import EVENTS
+from modelrepo.web.bodies import read_json
 from modelrepo.web.middlewares import identity_of
+from modelrepo.web.routing import ID_PATTERN, MAX_ID, ErrorShape, add_route, base_url, clone_url, int_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_NAME = {"type": "string", "pattern": NAME_RE.pattern, "maxLength": 96}
+_NAME = {"type": "string", "pattern": NAME_RE.pattern, "maxLength": 96, "description": NAME_RULE}
 _REF = {"type": "string", "minLength": 1, "maxLength": 255}
 
 
@@ -32,52 +36,33 @@ class ApiRoute:
     summary: str
     body: dict | None = None
     status: int = 200
-    query: dict[str, str] = field(default_factory=dict)
+    # name -> (description, JSON schema of the value)
+    query: dict[str, tuple[str, dict]] = field(default_factory=dict)
     anonymous: bool = False
+    # False: an empty body means {} (the schema's defaults say what that does).
+    body_required: bool = True
 
 
 def _schema(properties: dict, required: tuple[str, ...] = ()) -> dict:
     return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
 
 
-async def read_json(request: web.Request, schema: dict) -> dict:
-    limit = request.app[SETTINGS].limits.max_json_body
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"request body larger than {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise TooLarge(f"request body larger than {limit} bytes")
-    try:
-        body = json.loads(raw or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body), key=lambda e: list(e.path))
-    if errors:
-        err = errors[0]
-        where = "/".join(str(p) for p in err.absolute_path) or "(body)"
-        raise InvalidInput(f"{where}: {err.message}")
-    return body
-
-
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, headers={"Cache-Control": "no-cache"})
 
 
-def _base_url(request: web.Request) -> str:
-    """public_url when configured, else the origin the client reached us by."""
-    settings = request.app[SETTINGS]
-    return settings.server.public_url.rstrip("/") if settings.server.public_url else str(request.url.origin())
+_TEXT = {"type": "string"}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
+_OFFSET = {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}
 
 
-def _clone_url(request: web.Request) -> str:
-    return f"{_base_url(request)}/{request.match_info['ns']}/{request.match_info['name']}.git"
-
-
-def _int_query(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(key)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+def _int_query(request: web.Request, key: str, schema: dict) -> int:
+    """An integer query parameter within its documented schema; absent or empty means the default."""
+    raw = request.query.get(key, "").strip()
+    if not raw:
+        return schema["default"]
+    lo, hi = schema["minimum"], schema["maximum"]
+    if not raw.isdigit() or len(raw) > 12 or not lo <= int(raw) <= hi:
         raise InvalidInput(f"query parameter {key} must be an integer in {lo}..{hi}")
     return int(raw)
 
@@ -90,6 +75,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     return _json(build_openapi())
+
+
+async def card_schema(request: web.Request) -> web.Response:
+    """The model card schema pushes, tags and Hub commits are judged by (the configured one)."""
+    path = request.app[SETTINGS].push.model_card_schema or schema_path()
+    return web.Response(body=await asyncio.to_thread(path.read_bytes), content_type="application/schema+json",
+                        headers={"Cache-Control": "no-cache"})
 
 
 async def whoami(request: web.Request) -> web.Response:
@@ -111,13 +103,15 @@ async def create_user(request: web.Request) -> web.Response:
     return _json(user.to_json(), 201)
 
 
-CREATE_TOKEN = _schema({"name": {"type": "string", "maxLength": 200},
-                        "scopes": {"type": "array", "items": {"enum": list(SCOPES)}, "minItems": 1, "uniqueItems": True}})
+_DEFAULT_SCOPES = ["read", "write"]
+CREATE_TOKEN = _schema({"name": {"type": "string", "maxLength": 200, "default": ""},
+                        "scopes": {"type": "array", "items": {"enum": list(SCOPES)}, "minItems": 1, "uniqueItems": True,
+                                   "default": _DEFAULT_SCOPES}})
 
 
 async def create_token(request: web.Request) -> web.Response:
-    body = await read_json(request, CREATE_TOKEN)
-    scopes = body.get("scopes", ["read", "write"])
+    body = await read_json(request, CREATE_TOKEN, required=False)
+    scopes = body.get("scopes", _DEFAULT_SCOPES)
     scope = max(scopes, key=SCOPES.index)  # scopes are nested: admin implies write implies read
     token, info = await request.app[ACCOUNTS].create_token_as(
         identity_of(request), request.match_info["user"], scope=scope, name=body.get("name", ""))
@@ -129,10 +123,17 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 
 async def revoke_token(request: web.Request) -> web.Response:
-    raw = request.match_info["id"]
-    if not raw.isdigit():
-        raise InvalidInput("token id must be an integer")
-    await request.app[ACCOUNTS].revoke_token(identity_of(request), request.match_info["user"], int(raw))
+    await request.app[ACCOUNTS].revoke_token(identity_of(request), request.match_info["user"], int_id(request))
+    return web.Response(status=204)
+
+
+SET_PASSWORD = _schema({"password": {"type": "string", "minLength": 1, "maxLength": 1024}}, ("password",))
+
+
+async def set_password(request: web.Request) -> web.Response:
+    body = await read_json(request, SET_PASSWORD)
+    await passwords.set_password(request.app[ACCOUNTS], identity_of(request), request.match_info["user"],
+                                 body["password"])
     return web.Response(status=204)
 
 
@@ -153,8 +154,9 @@ async def get_namespace(request: web.Request) -> web.Response:
     return _json(await request.app[ACCOUNTS].namespace_json(identity_of(request), request.match_info["ns"]))
 
 
-_QUOTA_VALUE = {"type": ["integer", "null"], "minimum": 0}
-SET_QUOTA = _schema({"bytes": _QUOTA_VALUE, "models": _QUOTA_VALUE})
+_QUOTA_VALUE = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_ID}
+# At least one key: an empty body must not clear the quotas it does not mention.
+SET_QUOTA = {**_schema({"bytes": _QUOTA_VALUE, "models": _QUOTA_VALUE}), "minProperties": 1}
 
 
 async def set_quota(request: web.Request) -> web.Response:
@@ -192,7 +194,7 @@ async def create_model(request: web.Request) -> web.Response:
     model = await request.app[MODELS].create(
         identity_of(request), body["namespace"], body["name"], description=body.get("description", ""),
         visibility=body.get("visibility", "private"), default_branch=body.get("default_branch"))
-    return _json(model.to_json(_base_url(request)), 201)
+    return _json(model.to_json(base_url(request)), 201)
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -200,16 +202,15 @@ async def list_models(request: web.Request) -> web.Response:
     found = await request.app[MODELS].list(
         identity_of(request), namespace=q.get("namespace") or None, search=q.get("search") or None,
         tag=q.get("tag") or None, library=q.get("library") or None, pipeline_tag=q.get("pipeline_tag") or None,
-        limit=_int_query(request, "limit", 100, 1, 1000),
-        offset=_int_query(request, "offset", 0, 0, 10**9))
-    base = _base_url(request)
+        limit=_int_query(request, "limit", _LIMIT), offset=_int_query(request, "offset", _OFFSET))
+    base = base_url(request)
     return _json([m.to_json(base) for m in found])
 
 
 async def get_model(request: web.Request) -> web.Response:
     models = request.app[MODELS]
     model = await models.for_read(identity_of(request), request.match_info["ns"], request.match_info["name"])
-    return _json({**model.to_json(_base_url(request)), "files": await models.files(model),
+    return _json({**model.to_json(base_url(request)), "files": await models.files(model),
                   "refs": await models.refs(identity_of(request), model.namespace, model.name)})
 
 
@@ -223,9 +224,9 @@ async def update_model(request: web.Request) -> web.Response:
     ns, name = request.match_info["ns"], request.match_info["name"]
     branch = body.pop("default_branch", None)
     if branch is not None:
-        await request.app[REFS].set_default_branch(identity_of(request), ns, name, branch, _clone_url(request))
+        await request.app[REFS].set_default_branch(identity_of(request), ns, name, branch, clone_url(request))
     model = await request.app[MODELS].update(identity_of(request), ns, name, **body)
-    return _json(model.to_json(_base_url(request)))
+    return _json(model.to_json(base_url(request)))
 
 
 async def delete_model(request: web.Request) -> web.Response:
@@ -244,13 +245,13 @@ CREATE_TAG = _schema({"name": _REF, "revision": _REF, "message": {"type": "strin
 async def create_tag(request: web.Request) -> web.Response:
     body = await read_json(request, CREATE_TAG)
     tag = await request.app[REFS].create_tag(identity_of(request), request.match_info["ns"], request.match_info["name"],
-                                             body["name"], body["revision"], body["message"], _clone_url(request))
+                                             body["name"], body["revision"], body["message"], clone_url(request))
     return _json(tag, 201)
 
 
 async def delete_tag(request: web.Request) -> web.Response:
     await request.app[REFS].delete_tag(identity_of(request), request.match_info["ns"], request.match_info["name"],
-                                       request.match_info["tag"], _clone_url(request))
+                                       request.match_info["tag"], clone_url(request))
     return web.Response(status=204)
 
 
@@ -261,43 +262,33 @@ async def create_branch(request: web.Request) -> web.Response:
     body = await read_json(request, CREATE_BRANCH)
     branch = await request.app[REFS].create_branch(identity_of(request), request.match_info["ns"],
                                                    request.match_info["name"], body["name"], body["revision"],
-                                                   _clone_url(request))
+                                                   clone_url(request))
     return _json(branch, 201)
 
 
 async def delete_branch(request: web.Request) -> web.Response:
     await request.app[REFS].delete_branch(identity_of(request), request.match_info["ns"], request.match_info["name"],
-                                          request.match_info["branch"], _clone_url(request))
+                                          request.match_info["branch"], clone_url(request))
     return web.Response(status=204)
 
 
 # -- webhooks -------------------------------------------------------------------------------------
 
 _EVENTS = {"type": "array", "items": {"enum": list(EVENTS)}, "minItems": 1, "uniqueItems": True}
-CREATE_WEBHOOK = _schema({"url": {"type": "string", "maxLength": 2000}, "secret": {"type": "string", "minLength": 1,
-                                                                                     "maxLength": 500},
+# What Webhooks.check_url accepts, so that the spec does not promise more than the server takes.
+_URL = {"type": "string", "maxLength": 2000, "description": "use an http(s) URL such as https://ci.example.com/hook",
+        "pattern": r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[!-~]*)?$"}
+CREATE_WEBHOOK = _schema({"url": _URL, "secret": {"type": "string", "minLength": 1, "maxLength": 500},
                           "events": _EVENTS, "active": {"type": "boolean"}}, ("url", "secret", "events"))
-UPDATE_WEBHOOK = _schema({"url": {"type": "string", "maxLength": 2000},
+UPDATE_WEBHOOK = _schema({"url": _URL,
                           "secret": {"type": "string", "minLength": 1, "maxLength": 500},
                           "events": _EVENTS, "active": {"type": "boolean"}})
 
 
 async def _hook_scope(request: web.Request) -> dict:
     """Webhooks of a namespace or of a model; managing them takes a namespace admin."""
-    identity = identity_of(request)
-    if "name" in request.match_info:
-        model = await request.app[MODELS].for_admin(identity, request.match_info["ns"], request.match_info["name"])
-        return {"namespace_id": None, "model_id": model.id}
-    ns, role = await request.app[ACCOUNTS].visible_namespace(identity, request.match_info["ns"])
-    check_namespace_admin(identity, role)
-    return {"namespace_id": ns.id, "model_id": None}
-
-
-def _hook_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not raw.isdigit():
-        raise InvalidInput("webhook id must be an integer")
-    return int(raw)
+    return await request.app[MODELS].webhook_scope(identity_of(request), request.match_info["ns"],
+                                                   request.match_info.get("name"))
 
 
 async def create_webhook(request: web.Request) -> web.Response:
@@ -313,25 +304,25 @@ async def list_webhooks(request: web.Request) -> web.Response:
 
 
 async def get_webhook(request: web.Request) -> web.Response:
-    return _json(await request.app[WEBHOOKS].get(_hook_id(request), **await _hook_scope(request)))
+    return _json(await request.app[WEBHOOKS].get(int_id(request), **await _hook_scope(request)))
 
 
 async def update_webhook(request: web.Request) -> web.Response:
     body = await read_json(request, UPDATE_WEBHOOK)
-    return _json(await request.app[WEBHOOKS].update(_hook_id(request), body, **await _hook_scope(request)))
+    return _json(await request.app[WEBHOOKS].update(int_id(request), body, **await _hook_scope(request)))
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
-    await request.app[WEBHOOKS].delete(_hook_id(request), **await _hook_scope(request))
+    await request.app[WEBHOOKS].delete(int_id(request), **await _hook_scope(request))
     return web.Response(status=204)
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
-    return _json(await request.app[WEBHOOKS].deliveries(_hook_id(request), **await _hook_scope(request)))
+    return _json(await request.app[WEBHOOKS].deliveries(int_id(request), **await _hook_scope(request)))
 
 
 async def redeliver(request: web.Request) -> web.Response:
-    result = await request.app[WEBHOOKS].redeliver(_hook_id(request), request.match_info["delivery"],
+    result = await request.app[WEBHOOKS].redeliver(int_id(request), request.match_info["delivery"],
                                                    **await _hook_scope(request))
     return _json(result, 202)
 
@@ -342,13 +333,6 @@ CREATE_DEPLOYMENT = _schema({"name": _NAME, "revision": _REF, "target": {"type":
                              "params": {"type": "object"}}, ("name", "revision"))
 UPDATE_DEPLOYMENT = _schema({"status": {"enum": ["active", "failed", "stopped"]},
                              "endpoint": {"type": ["string", "null"], "maxLength": 2000}}, ("status",))
-
-
-def _deployment_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not raw.isdigit():
-        raise InvalidInput("deployment id must be an integer")
-    return int(raw)
 
 
 async def create_deployment(request: web.Request) -> web.Response:
@@ -364,24 +348,30 @@ async def list_deployments(request: web.Request) -> web.Response:
 
 
 async def get_deployment(request: web.Request) -> web.Response:
-    return _json(await request.app[DEPLOYMENTS].get(identity_of(request), _deployment_id(request)))
+    return _json(await request.app[DEPLOYMENTS].get(identity_of(request), int_id(request)))
 
 
 async def update_deployment(request: web.Request) -> web.Response:
     body = await read_json(request, UPDATE_DEPLOYMENT)
-    return _json(await request.app[DEPLOYMENTS].update(identity_of(request), _deployment_id(request), body))
+    return _json(await request.app[DEPLOYMENTS].update(identity_of(request), int_id(request), body))
 
 
 M = "/api/v1/models/{ns}/{name}"
 NSW = "/api/v1/namespaces/{ns}/webhooks"
 ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/api/v1/openapi.json", openapi, "This OpenAPI document", anonymous=True),
+    ApiRoute("GET", "/api/v1/model-card.schema.json", card_schema,
+             "The JSON Schema README.md front matter (the model card) is validated against", anonymous=True),
     ApiRoute("GET", "/api/v1/user", whoami, "Who am I (anonymous allowed)", anonymous=True),
     ApiRoute("POST", "/api/v1/users", create_user, "Create a user (site admin)", CREATE_USER, 201),
     ApiRoute("GET", "/api/v1/users/{user}/tokens", list_tokens, "List a user's tokens (self or site admin)"),
     ApiRoute("POST", "/api/v1/users/{user}/tokens", create_token,
-             "Create a token (self or site admin); the token is returned once", CREATE_TOKEN, 201),
+             "Create a token (self or site admin); the token is returned once. Without a body: "
+             "a read+write token with no name", CREATE_TOKEN, 201, body_required=False),
     ApiRoute("DELETE", "/api/v1/users/{user}/tokens/{id}", revoke_token, "Revoke a token", status=204),
+    ApiRoute("PUT", "/api/v1/users/{user}/password", set_password,
+             "Set a user's web UI password, at least 12 characters (self or site admin); ends their sessions",
+             SET_PASSWORD, 204),
     ApiRoute("GET", "/api/v1/namespaces", list_namespaces, "Namespaces the caller belongs to (all, for a site admin)"),
     ApiRoute("POST", "/api/v1/namespaces", create_namespace, "Create a namespace (site admin)", CREATE_NAMESPACE, 201),
     ApiRoute("GET", "/api/v1/namespaces/{ns}", get_namespace,
@@ -394,10 +384,11 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("DELETE", "/api/v1/namespaces/{ns}/members/{user}", remove_member, "Remove a member (namespace admin)",
              status=204),
     ApiRoute("GET", "/api/v1/models", list_models, "Models the caller may read",
-             query={"namespace": "only this namespace", "search": "substring of name or description",
-                    "tag": "model card tag", "library": "model card library_name",
-                    "pipeline_tag": "model card pipeline_tag",
-                    "limit": "1..1000 (default 100)", "offset": "skip this many"}, anonymous=True),
+             query={"namespace": ("only this namespace", _TEXT), "search": ("substring of name or description", _TEXT),
+                    "tag": ("model card tag", _TEXT), "library": ("model card library_name", _TEXT),
+                    "pipeline_tag": ("model card pipeline_tag", _TEXT),
+                    "limit": ("how many (default 100)", _LIMIT), "offset": ("skip this many", _OFFSET)},
+             anonymous=True),
     ApiRoute("POST", "/api/v1/models", create_model, "Create a model and its empty repository (namespace writer)",
              CREATE_MODEL, 201),
     ApiRoute("GET", M, get_model, "A model with its card, files (LFS sizes) and refs", anonymous=True),
@@ -431,30 +422,34 @@ ROUTES: tuple[ApiRoute, ...] = (
     )),
 )
 
-# Ref names may contain '/': their route segment matches the rest of the path.
-_GREEDY = {"{tag}": "{tag:.+}", "{branch}": "{branch:.+}"}
+# Ref names may contain '/': their route segment matches the rest of the path. Ids are digits.
+_PATTERNS = {"{tag}": "{tag:.+}", "{branch}": "{branch:.+}", "{id}": "{id:" + ID_PATTERN + "}"}
+# How each path parameter is described in openapi.json.
+_PARAM_SCHEMAS = {"id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                  "ns": _NAME, "name": _NAME, "user": _NAME, "tag": _REF, "branch": _REF,
+                  "delivery": {"type": "string", "minLength": 1, "maxLength": 64}}
 
 
 def aiohttp_path(path: str) -> str:
-    for k, v in _GREEDY.items():
+    for k, v in _PATTERNS.items():
         path = path.replace(k, v)
     return path
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
+    add_route(app, "GET", "/healthz", healthz, ErrorShape.REST)
     for r in ROUTES:
-        app.router.add_route(r.method, aiohttp_path(r.path), r.handler)
+        add_route(app, r.method, aiohttp_path(r.path), r.handler, ErrorShape.REST)
 
 
 def build_openapi() -> dict:
     error = {"$ref": "#/components/schemas/Error"}
     paths: dict[str, dict] = {}
     for r in ROUTES:
-        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+        params = [{"name": p, "in": "path", "required": True, "schema": _PARAM_SCHEMAS[p]}
                   for p in _path_params(r.path)]
-        params += [{"name": k, "in": "query", "required": False, "description": d, "schema": {"type": "string"}}
-                   for k, d in r.query.items()]
+        params += [{"name": k, "in": "query", "required": False, "description": d, "schema": schema}
+                   for k, (d, schema) in r.query.items()]
         op: dict[str, Any] = {
             "summary": r.summary,
             "operationId": f"{r.method.lower()}_{r.handler.__name__}"
@@ -467,7 +462,7 @@ def build_openapi() -> dict:
         if r.anonymous:
             op["security"] = [{}, {"basic": []}, {"bearer": []}]
         if r.body is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": r.body}}}
+            op["requestBody"] = {"required": r.body_required, "content": {"application/json": {"schema": r.body}}}
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -486,6 +481,4 @@ def build_openapi() -> dict:
 
 
 def _path_params(path: str) -> list[str]:
-    import re  # noqa: PLC0415
-
     return re.findall(r"\{(\w+)\}", path)

@@ -5,7 +5,7 @@ import binascii
 
 
 def parse_authorization(header: str) -> tuple[str | None, str] | None:
-    """(user or None, token), or None when the header is malformed."""
+    """(user, token) — user None for Bearer, possibly "" for Basic — or None when malformed."""
     scheme, _, value = header.strip().partition(" ")
     value = value.strip()
     if not value:
@@ -20,5 +20,5 @@ def parse_authorization(header: str) -> tuple[str | None, str] | None:
         user, sep, token = decoded.partition(":")
         if not sep or not token:
             return None
-        return (user or None), token
+        return user, token
     return None

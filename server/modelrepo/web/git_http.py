@@ -7,30 +7,25 @@ read it.
 """
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
-from modelrepo.errors import Forbidden, ModelrepoError, TooLarge, UnsupportedMediaType
+from modelrepo.errors import Forbidden, InvalidInput, ModelrepoError, TooLarge, UnsupportedMediaType
 from modelrepo.keys import GIT, METRICS, MODELS, PUSHES, SETTINGS
 from modelrepo.git import runner as git_rpc
 from modelrepo.models.service import Model
 from modelrepo.push.sessions import PushSession
-from modelrepo.web.middlewares import BYTES_IN, NO_CACHE, REQUEST_ID, identity_of
+from modelrepo.web.bodies import CHUNK, chunks
+from modelrepo.web.middlewares import NO_CACHE, REQUEST_ID, identity_of
+from modelrepo.web.routing import ErrorShape, add_route, base_url, repo_name
 
 log = structlog.get_logger("modelrepo.git")
-CHUNK = 256 * 1024
-
-
-def _repo_name(request: web.Request) -> tuple[str, str]:
-    name = request.match_info["name"]
-    if name.endswith(".git"):
-        name = name[:-4]
-    return request.match_info["ns"], name
 
 
 async def _authorize(request: web.Request, service: str) -> Model:
-    ns, name = _repo_name(request)
+    ns, name = repo_name(request)
     models = request.app[MODELS]
     identity = identity_of(request)
     if service == "git-receive-pack":
@@ -50,7 +45,14 @@ async def info_refs(request: web.Request) -> web.StreamResponse:
     model = await _authorize(request, service)
     git_protocol = git_rpc.protocol_version(request.headers.get("Git-Protocol"))
     path = request.app[MODELS].path(model)
-    proc = await request.app[GIT].spawn(service, path, advertise=True, git_protocol=git_protocol)
+    runner = request.app[GIT]
+    with runner.slots.hold(request.remote or "unknown"):
+        return await _advertise(request, runner, service, path, git_protocol)
+
+
+async def _advertise(request: web.Request, runner: git_rpc.GitRunner, service: str, path,
+                     git_protocol: str | None) -> web.StreamResponse:
+    proc = await runner.spawn(service, path, advertise=True, git_protocol=git_protocol)
     try:
         assert proc.stdout is not None and proc.stderr is not None
         stderr_task = asyncio.create_task(git_rpc.read_bounded(proc.stderr, 8192))
@@ -97,9 +99,9 @@ async def _rpc(request: web.Request, service: str) -> web.StreamResponse:
     pushes = request.app[PUSHES]
     if service == "git-receive-pack":
         identity = identity_of(request)
-        base_url = settings.server.public_url.rstrip("/") if settings.server.public_url else str(request.url.origin())
         secret = pushes.open(PushSession(model_id=model.id, namespace=model.namespace, name=model.name,
-                                         identity=identity, request_id=request[REQUEST_ID], base_url=base_url))
+                                         identity=identity, request_id=request[REQUEST_ID],
+                                         base_url=base_url(request)))
         extra_env = {
             "MODELREPO_HOOK_SOCKET": str(settings.run_dir / "hooks.sock"),
             "MODELREPO_HOOK_SECRET": secret,
@@ -110,39 +112,64 @@ async def _rpc(request: web.Request, service: str) -> web.StreamResponse:
         }
     limit = (settings.limits.max_upload_pack_request if service == "git-upload-pack"
              else settings.limits.max_push_size or None)
-    proc = await request.app[GIT].spawn(service, request.app[MODELS].path(model), advertise=False,
-                                        git_protocol=git_protocol, extra_env=extra_env)
-    resp = web.StreamResponse(headers={**NO_CACHE, "Content-Type": f"application/x-{service}-result",
-                                       "X-Request-Id": request[REQUEST_ID]})
+    body = _checked_body(request, service, limit)
+    runner = request.app[GIT]
     try:
-        with request.app[METRICS].active.labels("git").track_inprogress():
-            async with asyncio.timeout(settings.limits.git_rpc_timeout):
-                await _pump(request, proc, resp, limit, service)
-        return resp
+        # No process until the client has sent something: a stalled client holds a socket only.
+        first = await anext(body, b"")
+        if not first:
+            raise InvalidInput("malformed git request: the body is empty")
+        with runner.slots.hold(request.remote or "unknown"):
+            proc = await runner.spawn(service, request.app[MODELS].path(model), advertise=False,
+                                      git_protocol=git_protocol, extra_env=extra_env)
+            resp = web.StreamResponse(headers={**NO_CACHE, "Content-Type": f"application/x-{service}-result",
+                                               "X-Request-Id": request[REQUEST_ID]})
+            try:
+                with request.app[METRICS].active.labels("git").track_inprogress():
+                    async with asyncio.timeout(settings.limits.git_rpc_timeout):
+                        await _pump(request, proc, resp, first, body)
+                return resp
+            finally:
+                await git_rpc.kill(proc)
     finally:
         if secret:
             pushes.close(secret)
-        await git_rpc.kill(proc)
+
+
+async def _checked_body(request: web.Request, service: str, limit: int | None) -> AsyncIterator[bytes]:
+    """The request body, bounded by ``limit`` and checked for pkt-line framing as it streams."""
+    check = git_rpc.PktLineCheck(until_flush=service == "git-receive-pack")
+    total = 0
+    async for chunk in chunks(request, CHUNK):
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise TooLarge(f"{service} request larger than {limit} bytes")
+        check.feed(chunk)
+        yield chunk
+    check.finish()
 
 
 async def _pump(request: web.Request, proc: asyncio.subprocess.Process, resp: web.StreamResponse,
-                limit: int | None, service: str) -> None:
+                first: bytes, body: AsyncIterator[bytes]) -> None:
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     stdin, stdout = proc.stdin, proc.stdout
 
-    async def feed() -> None:
-        total = 0
+    async def write(chunk: bytes) -> bool:
         try:
-            async for chunk in request.content.iter_chunked(CHUNK):
-                total += len(chunk)
-                request[BYTES_IN] = total
-                if limit is not None and total > limit:
-                    raise TooLarge(f"{service} request larger than {limit} bytes")
-                stdin.write(chunk)
-                await stdin.drain()
+            stdin.write(chunk)
+            await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
-            # git stopped reading (it refused the push or failed): its stdout says why.
-            pass
+            return False  # git stopped reading (it refused the push or failed): its stdout says why
+        return True
+
+    async def feed() -> None:
+        # A ConnectionResetError from reading ``body`` is the client leaving: it propagates.
+        try:
+            if not await write(first):
+                return
+            async for chunk in body:
+                if not await write(chunk):
+                    return
         finally:
             stdin.close()
 
@@ -160,7 +187,7 @@ async def _pump(request: web.Request, proc: asyncio.subprocess.Process, resp: we
         async with asyncio.TaskGroup() as tg:
             tg.create_task(feed())
             tg.create_task(relay())
-    except* ModelrepoError as group:
+    except* (ModelrepoError, ConnectionError) as group:
         raise group.exceptions[0] from None
     rc = await proc.wait()
     err = (await stderr_task).decode(errors="replace").strip()
@@ -168,6 +195,16 @@ async def _pump(request: web.Request, proc: asyncio.subprocess.Process, resp: we
         log.warning("git_rpc_stderr", rc=rc, stderr=err[-4000:]) if rc else log.debug("git_rpc_stderr", stderr=err)
     if not resp.prepared:
         if rc != 0:
+            why = git_rpc.client_fault(err)
+            if why is not None:
+                raise InvalidInput(f"git refused the request: {why}", code="git_protocol_error")
             raise ModelrepoError(f"git exited with status {rc}")
         await resp.prepare(request)
     await resp.write_eof()
+
+
+def add_routes(app: web.Application) -> None:
+    # {name} may carry the ".git" suffix or not; repo_name strips it.
+    add_route(app, "GET", "/{ns}/{name}/info/refs", info_refs, ErrorShape.REST)
+    add_route(app, "POST", "/{ns}/{name}/git-upload-pack", upload_pack, ErrorShape.REST)
+    add_route(app, "POST", "/{ns}/{name}/git-receive-pack", receive_pack, ErrorShape.REST)

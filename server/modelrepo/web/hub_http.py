@@ -13,17 +13,16 @@ import json
 from aiohttp import web
 
 from modelrepo.errors import EntryNotFound, InvalidInput, NotFound, Unauthenticated, UnsupportedMediaType
-from modelrepo.keys import ACCOUNTS, HUB, HUB_COMMITS, LFS, MODELS, REFS, SETTINGS, XET
+from modelrepo.keys import ACCOUNTS, HUB, HUB_COMMITS, LFS, MODELS, REFS, XET
 from modelrepo.git import reads as hub_repo
-from modelrepo.hub.service import card_errors
-from modelrepo.push.rules import NewBlob, needs_lfs
+from modelrepo.web.bodies import chunks, read_json
 from modelrepo.web.lfs_http import parse_range, send_stored_object
 from modelrepo.web.middlewares import identity_of
+from modelrepo.web.routing import ErrorShape, add_route, base_url, clone_url
 
 PAGE = 1000
-def _base(request: web.Request) -> str:
-    settings = request.app[SETTINGS]
-    return settings.server.public_url.rstrip("/") if settings.server.public_url else str(request.url.origin())
+# The Hub's own default page size and our cap; cursor offsets stay within a SQLite integer.
+MAX_CURSOR = 10**12
 
 
 def _json(data, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -32,17 +31,8 @@ def _json(data, status: int = 200, headers: dict | None = None) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict:
-    limit = request.app[SETTINGS].limits.max_json_body
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise InvalidInput("request body too large")
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise InvalidInput("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return body
+    """Hub management bodies: a JSON object, read whole; an empty body means {}."""
+    return await read_json(request, required=False)
 
 
 def _repo(request: web.Request) -> tuple[str, str]:
@@ -51,14 +41,14 @@ def _repo(request: web.Request) -> tuple[str, str]:
 
 def _page_link(request: web.Request, offset: int) -> dict[str, str]:
     url = request.url.with_query({**request.query, "cursor": str(offset)})
-    absolute = f"{_base(request)}{url.raw_path_qs}"
+    absolute = f"{base_url(request)}{url.raw_path_qs}"
     return {"Link": f'<{absolute}>; rel="next"'}
 
 
 def _cursor(request: web.Request) -> int:
     raw = request.query.get("cursor", "0")
-    if not raw.isdigit():
-        raise InvalidInput("cursor must be an integer")
+    if not raw.isdigit() or int(raw) > MAX_CURSOR:
+        raise InvalidInput(f"cursor must be an integer in 0..{MAX_CURSOR}")
     return int(raw)
 
 
@@ -75,7 +65,7 @@ async def whoami(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     q = request.query
     limit_raw = q.get("limit")
-    limit = min(int(limit_raw), PAGE) if limit_raw and limit_raw.isdigit() and int(limit_raw) > 0 else PAGE
+    limit = min(int(limit_raw[:5]), PAGE) if limit_raw and limit_raw.isdigit() and int(limit_raw) > 0 else PAGE
     offset = _cursor(request)
     found = await request.app[HUB].list_models(
         identity_of(request), search=q.get("search") or None, author=q.get("author") or None,
@@ -122,12 +112,12 @@ async def resolve(request: web.Request) -> web.StreamResponse:
         headers.update({"ETag": f'"{entry.lfs_oid}"', "X-Linked-Etag": f'"{entry.lfs_oid}"', "X-Linked-Size": str(size)})
         xet_hash = await request.app[XET].file_for(r.model.id, entry.lfs_oid)
         if xet_hash:
-            token_url = f"{_base(request)}/api/models/{r.model.full_name}/xet-read-token/{r.commit}"
+            token_url = f"{base_url(request)}/api/models/{r.model.full_name}/xet-read-token/{r.commit}"
             headers.update({"X-Xet-Hash": xet_hash, "Link": f'<{token_url}>; rel="xet-auth"'})
         # A file stored through Xet is streamed (rebuilt from its xorbs) rather than materialized
         # in the bucket for a redirect: Xet clients fetch xorb ranges and never read it whole.
         if lfs.direct and not xet_hash:
-            presigned = await lfs.store.presign_download(entry.lfs_oid, request.app[SETTINGS].lfs.action_expiry)
+            presigned = await lfs.presigned_download(entry.lfs_oid)
             raise web.HTTPFound(presigned.href, headers=headers)
         return await send_stored_object(request, lfs.store, entry.lfs_oid, size, headers)
     models = request.app[MODELS]
@@ -143,7 +133,7 @@ async def resolve(request: web.Request) -> web.StreamResponse:
 # -- management --------------------------------------------------------------------------------
 
 async def create_repo(request: web.Request) -> web.Response:
-    status, body = await request.app[HUB].create_repo(identity_of(request), await _body(request), _base(request))
+    status, body = await request.app[HUB].create_repo(identity_of(request), await _body(request), base_url(request))
     return _json(body, status)
 
 
@@ -165,16 +155,13 @@ async def preupload(request: web.Request) -> web.Response:
     files = body.get("files")
     if not isinstance(files, list):
         raise InvalidInput("files must be a list")
-    push = request.app[SETTINGS].push
+    judge = request.app[HUB_COMMITS].judge
     out = []
     for f in files:
         if not isinstance(f, dict) or not isinstance(f.get("path"), str) or not isinstance(f.get("size"), int):
             raise InvalidInput("each file needs a path and a size")
-        size = f["size"]
-        # The same line the push rules draw: weights and big files go to LFS.
-        lfs = size > 0 and (size > push.max_plain_blob or needs_lfs(NewBlob("", f["path"], size, None),
-                                                                   push.weight_patterns))
-        out.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False})
+        # The judge's own line: exactly the files a commit would be refused for as plain blobs.
+        out.append({"path": f["path"], "uploadMode": judge.upload_mode(f["path"], f["size"]), "shouldIgnore": False})
     return _json({"files": out})
 
 
@@ -185,9 +172,9 @@ async def commit(request: web.Request) -> web.Response:
     ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if ctype not in ("application/x-ndjson", "application/json"):
         raise UnsupportedMediaType("expected Content-Type application/x-ndjson")
-    base = _base(request)
+    base = base_url(request)
     sha = await request.app[HUB_COMMITS].commit(identity_of(request), ns, name, request.match_info["rev"],
-                                                request.content.iter_chunked(256 * 1024), f"{base}/{ns}/{name}.git")
+                                                chunks(request), clone_url(request))
     model = await request.app[MODELS].for_read(identity_of(request), ns, name)
     return _json({"commitUrl": f"{base}/{model.full_name}/commit/{sha}", "commitOid": sha, "success": True,
                   "pullRequestUrl": None})
@@ -200,14 +187,14 @@ async def create_branch(request: web.Request) -> web.Response:
     if start is not None and not isinstance(start, str):
         raise InvalidInput("startingPoint must be a revision")
     await request.app[HUB].create_branch(identity_of(request), ns, name, request.match_info["branch"], start,
-                                         f"{_base(request)}/{ns}/{name}.git")
+                                         clone_url(request))
     return _json({})
 
 
 async def delete_branch(request: web.Request) -> web.Response:
     ns, name = _repo(request)
     await request.app[REFS].delete_branch(identity_of(request), ns, name, request.match_info["branch"],
-                                          f"{_base(request)}/{ns}/{name}.git")
+                                          clone_url(request))
     return _json({})
 
 
@@ -218,14 +205,14 @@ async def create_tag(request: web.Request) -> web.Response:
     if not isinstance(tag, str) or (message is not None and not isinstance(message, str)):
         raise InvalidInput("tag (and optionally message) must be strings")
     await request.app[HUB].create_tag(identity_of(request), ns, name, request.match_info["rev"], tag, message,
-                                      f"{_base(request)}/{ns}/{name}.git")
+                                      clone_url(request))
     return _json({})
 
 
 async def delete_tag(request: web.Request) -> web.Response:
     ns, name = _repo(request)
     await request.app[REFS].delete_tag(identity_of(request), ns, name, request.match_info["tag"],
-                                       f"{_base(request)}/{ns}/{name}.git")
+                                       clone_url(request))
     return _json({})
 
 
@@ -236,29 +223,34 @@ async def validate_yaml(request: web.Request) -> web.Response:
     content = body.get("content")
     if not isinstance(content, str):
         raise InvalidInput("content must be the README text")
-    errors = await asyncio.to_thread(card_errors, content)
-    if errors:
-        return _json({"errors": [{"message": e} for e in errors], "warnings": []}, 400)
+    # The judge's schema (push.model_card_schema), the one the commit itself will meet.
+    problems = await asyncio.to_thread(request.app[HUB_COMMITS].judge.card_problems, content.encode("utf-8"))
+    if problems:
+        return _json({"errors": [{"message": p.line()} for p in problems], "warnings": []}, 400)
     return _json({"errors": [], "warnings": []})
 
 
 def add_routes(app: web.Application) -> None:
     m = "/api/models/{ns}/{name}"
-    app.router.add_get("/api/whoami-v2", whoami)
-    app.router.add_get("/api/models", list_models)
-    app.router.add_get(m, model_info)
-    app.router.add_get(m + "/revision/{rev}", model_info)
-    app.router.add_get(m + "/tree/{rev}", tree)
-    app.router.add_get(m + "/tree/{rev}/{path:.+}", tree)
-    app.router.add_get(m + "/refs", refs)
-    app.router.add_put(m + "/settings", settings)
-    app.router.add_post(m + "/preupload/{rev}", preupload)
-    app.router.add_post(m + "/commit/{rev}", commit)
-    app.router.add_post(m + "/branch/{branch}", create_branch)
-    app.router.add_delete(m + "/branch/{branch}", delete_branch)
-    app.router.add_post(m + "/tag/{rev}", create_tag)
-    app.router.add_delete(m + "/tag/{tag}", delete_tag)
-    app.router.add_post("/api/repos/create", create_repo)
-    app.router.add_delete("/api/repos/delete", delete_repo)
-    app.router.add_post("/api/validate-yaml", validate_yaml)
-    app.router.add_get("/{ns}/{name}/resolve/{rev}/{path:.+}", resolve)
+    routes = [
+        ("GET", "/api/whoami-v2", whoami),
+        ("GET", "/api/models", list_models),
+        ("GET", m, model_info),
+        ("GET", m + "/revision/{rev}", model_info),
+        ("GET", m + "/tree/{rev}", tree),
+        ("GET", m + "/tree/{rev}/{path:.+}", tree),
+        ("GET", m + "/refs", refs),
+        ("PUT", m + "/settings", settings),
+        ("POST", m + "/preupload/{rev}", preupload),
+        ("POST", m + "/commit/{rev}", commit),
+        ("POST", m + "/branch/{branch}", create_branch),
+        ("DELETE", m + "/branch/{branch}", delete_branch),
+        ("POST", m + "/tag/{rev}", create_tag),
+        ("DELETE", m + "/tag/{tag}", delete_tag),
+        ("POST", "/api/repos/create", create_repo),
+        ("DELETE", "/api/repos/delete", delete_repo),
+        ("POST", "/api/validate-yaml", validate_yaml),
+        ("GET", "/{ns}/{name}/resolve/{rev}/{path:.+}", resolve),
+    ]
+    for method, path, handler in routes:
+        add_route(app, method, path, handler, ErrorShape.HUB)

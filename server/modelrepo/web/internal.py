@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from modelrepo.keys import PUSHES, RECEIVE
-from modelrepo.push.receive import parse_updates
+from modelrepo.push.facts import parse_updates
 
 log = structlog.get_logger("modelrepo.hooks")
 MAX_BODY = 16 * 1024 * 1024

@@ -15,7 +15,10 @@ from modelrepo.lfs.action_tokens import ActionClaim
 from modelrepo.lfs.service import Urls, check_oid
 from modelrepo.lfs.locks import LockConflict
 from modelrepo.models.service import Model
-from modelrepo.web.middlewares import ACTION, BYTES_IN, REQUEST_ID, identity_of
+from modelrepo.storage.verified import ObjectStore
+from modelrepo.web.bodies import OBJECT, chunks, read_json
+from modelrepo.web.middlewares import ACTION, REQUEST_ID, identity_of
+from modelrepo.web.routing import MAX_ID, ErrorShape, add_route, base_url, repo_name
 
 LFS_TYPE = "application/vnd.git-lfs+json"
 _JSON_TYPES = (LFS_TYPE, "application/json")
@@ -32,9 +35,7 @@ def lfs_json(request: web.Request, data: dict, status: int = 200) -> web.Respons
                         headers={"Cache-Control": "no-cache"})
 
 
-def _repo(request: web.Request) -> tuple[str, str]:
-    name = request.match_info["name"]
-    return request.match_info["ns"], name[:-4] if name.endswith(".git") else name
+_repo = repo_name
 
 
 def _check_media_types(request: web.Request) -> None:
@@ -50,23 +51,11 @@ def _check_media_types(request: web.Request) -> None:
 
 async def _json_body(request: web.Request) -> dict:
     _check_media_types(request)
-    limit = request.app[SETTINGS].limits.max_json_body
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise TooLarge(f"request body larger than {limit} bytes")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"malformed JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    return body
+    return await read_json(request, OBJECT)
 
 
 def lfs_urls(request: web.Request, model: Model) -> Urls:
-    settings = request.app[SETTINGS]
-    base = settings.server.public_url.rstrip("/") if settings.server.public_url else str(request.url.origin())
-    return Urls(f"{base}/{model.namespace}/{model.name}.git/info/lfs")
+    return Urls(f"{base_url(request)}/{model.namespace}/{model.name}.git/info/lfs")
 
 
 async def batch(request: web.Request) -> web.Response:
@@ -115,13 +104,8 @@ async def upload(request: web.Request) -> web.Response:
     if length is not None and length != size:
         raise InvalidInput(f"Content-Length {length} does not match the object size {size}")
 
-    async def counted():
-        async for chunk in request.content.iter_any():
-            request[BYTES_IN] = request.get(BYTES_IN, 0) + len(chunk)
-            yield chunk
-
     with request.app[METRICS].active.labels("lfs").track_inprogress():
-        await lfs.receive(model.id, oid, size, counted())
+        await lfs.receive(model.id, oid, size, chunks(request))
     return web.Response(status=200)
 
 
@@ -135,7 +119,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         return await send_stored_object(request, lfs.store, oid, size, headers)
 
 
-async def send_stored_object(request: web.Request, store, oid: str, size: int,
+async def send_stored_object(request: web.Request, store: ObjectStore, oid: str, size: int,
                              headers: dict[str, str]) -> web.StreamResponse:
     """Stream an object from the store with Range support: sendfile(2) for a local file,
     chunked reads for S3. Shared by LFS downloads and the Hub API's /resolve."""
@@ -215,18 +199,30 @@ async def create_lock(request: web.Request) -> web.Response:
     return lfs_json(request, {"lock": lock}, 201)
 
 
+def _in_range(value: object, what: str) -> object:
+    """Lock cursors, limits and ids become SQLite integers: refuse what would overflow one."""
+    number = value.strip() if isinstance(value, str) else value
+    if isinstance(number, str) and number.isdigit():
+        number = int(number) if len(number) < 25 else MAX_ID + 1
+    if isinstance(number, int) and not isinstance(number, bool) and number > MAX_ID:
+        raise InvalidInput(f"{what} must be an integer up to {MAX_ID}")
+    return value
+
+
 async def list_locks(request: web.Request) -> web.Response:
     model = await _lock_model(request, write=False)
     q = request.query
-    result = await request.app[LOCKS].list(model, path=q.get("path") or None, lock_id=q.get("id") or None,
-                                           cursor=q.get("cursor"), limit=q.get("limit"))
+    result = await request.app[LOCKS].list(model, path=q.get("path") or None, lock_id=_in_range(q.get("id"), "id") or None,
+                                           cursor=_in_range(q.get("cursor"), "cursor"),
+                                           limit=_in_range(q.get("limit"), "limit"))
     return lfs_json(request, result)
 
 
 async def verify_locks(request: web.Request) -> web.Response:
     body = await _json_body(request)
     model = await _lock_model(request, write=True)
-    result = await request.app[LOCKS].verify(identity_of(request), model, body.get("cursor"), body.get("limit"))
+    result = await request.app[LOCKS].verify(identity_of(request), model, _in_range(body.get("cursor"), "cursor"),
+                                             _in_range(body.get("limit"), "limit"))
     return lfs_json(request, result)
 
 
@@ -236,18 +232,23 @@ async def unlock(request: web.Request) -> web.Response:
     force = body.get("force", False)
     if not isinstance(force, bool):
         raise InvalidInput("force must be a boolean")
-    lock = await request.app[LOCKS].unlock(identity_of(request), model, request.match_info["id"], force)
+    lock_id = request.match_info["id"]
+    if lock_id.isdigit() and (len(lock_id) > 19 or int(lock_id) > MAX_ID):
+        lock_id = "0"  # no such lock: the service says so in its own words
+    lock = await request.app[LOCKS].unlock(identity_of(request), model, lock_id, force)
     return lfs_json(request, {"lock": lock})
 
 
 def add_routes(app: web.Application) -> None:
     base = "/{ns}/{name}/info/lfs"
-    app.router.add_post(base + "/objects/batch", batch)
-    app.router.add_put(base + "/objects/{oid}", upload)
-    app.router.add_get(base + "/objects/{oid}", download)
-    app.router.add_post(base + "/verify", verify)
-    app.router.add_post(base + "/locks", create_lock)
-    app.router.add_get(base + "/locks", list_locks)
-    app.router.add_post(base + "/locks/verify", verify_locks)
-    app.router.add_post(base + "/locks/{id}/unlock", unlock)
-
+    for method, path, handler in (
+        ("POST", "/objects/batch", batch),
+        ("PUT", "/objects/{oid}", upload),
+        ("GET", "/objects/{oid}", download),
+        ("POST", "/verify", verify),
+        ("POST", "/locks", create_lock),
+        ("GET", "/locks", list_locks),
+        ("POST", "/locks/verify", verify_locks),
+        ("POST", "/locks/{id}/unlock", unlock),
+    ):
+        add_route(app, method, base + path, handler, ErrorShape.LFS)

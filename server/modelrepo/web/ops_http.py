@@ -5,6 +5,7 @@ from aiohttp import web
 from modelrepo.keys import CATALOG, LFS, METRICS, SETTINGS
 from modelrepo.metrics import CONTENT_TYPE
 from modelrepo.ops.readiness import check
+from modelrepo.web.routing import ErrorShape, add_route
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -17,5 +18,5 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    add_route(app, "GET", "/readyz", readyz, ErrorShape.REST)
+    add_route(app, "GET", "/metrics", metrics, ErrorShape.REST)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.schema import xet_files, xet_xorbs
 from modelrepo.errors import StorageUnavailable
-from modelrepo.storage.base import ObjectStore
+from modelrepo.storage.verified import ObjectStore
 from modelrepo.xet import hashes
 from modelrepo.xet.xorb import ChunkDecoder, XorbTable
 

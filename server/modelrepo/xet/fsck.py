@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.schema import xet_files, xet_xorbs
 from modelrepo.errors import ModelrepoError
-from modelrepo.storage.base import ObjectStore
+from modelrepo.storage.verified import ObjectStore
 from modelrepo.xet import hashes, xorb
 from modelrepo.xet.files import unpack_terms
 from modelrepo.xet.xorb import XorbTable

@@ -23,7 +23,7 @@ from modelrepo.catalog.schema import (
     xet_xorb_links,
     xet_xorbs,
 )
-from modelrepo.storage.base import ObjectStore
+from modelrepo.storage.verified import ObjectStore
 from modelrepo.xet.files import unpack_terms
 
 STORE_DELETE_TIMEOUT = 30.0

@@ -14,12 +14,10 @@ import structlog
 from aiohttp import web
 
 from modelrepo.errors import ModelrepoError
-from modelrepo.keys import CATALOG, LFS, MODELS, SETTINGS, XET
-from modelrepo.web.hub_http import _base
+from modelrepo.keys import XET
 from modelrepo.web.lfs_http import parse_range, send_stored_object
 from modelrepo.web.middlewares import ACTION, identity_of
-from modelrepo.xet.service import Xet
-from modelrepo.xet.store import xet_view
+from modelrepo.web.routing import ErrorShape, add_route, base_url
 
 PREFIX = "/xet"
 log = structlog.get_logger("modelrepo.xet")
@@ -32,7 +30,7 @@ def _json(data, headers: dict | None = None) -> web.Response:
 async def _token(request: web.Request, scope: str) -> web.Response:
     xet = request.app[XET]
     token = await xet.issue(identity_of(request), request.match_info["ns"], request.match_info["name"], scope)
-    cas_url = _base(request) + PREFIX
+    cas_url = base_url(request) + PREFIX
     # huggingface_hub reads the headers; the spec (auth.md) names the JSON fields.
     headers = {"X-Xet-Cas-Url": cas_url, "X-Xet-Access-Token": token.access_token,
                "X-Xet-Token-Expiration": str(token.expires), "Cache-Control": "no-store"}
@@ -87,7 +85,7 @@ async def reconstruction(request: web.Request) -> web.Response:
     file_hex = request.match_info["file_id"]
     size, terms = await xet.file_terms(model.id, file_hex)
     first, end = parse_range(request.headers.get("Range"), size)
-    base = _base(request)
+    base = base_url(request)
 
     def sign(xorb_hex: str, start: int, last: int) -> str:
         return f"{base}{PREFIX}/fetch/{xorb_hex}?token={xet.sign_fetch(model, xorb_hex, start, last)}"
@@ -106,20 +104,18 @@ async def fetch_xorb(request: web.Request) -> web.StreamResponse:
     return await send_stored_object(request, store, oid, size or 0, headers)
 
 
-def setup(app: web.Application) -> None:
-    """The Xet service and its routes: one call from create_app, after the LFS service exists.
-    LFS reads through the Xet-backed view of its store from here on, so objects uploaded through
-    Xet are LFS objects too (``xet.store``)."""
-    settings = app[SETTINGS]
-    lfs = app[LFS]
-    lfs.store = xet_view(lfs.store, app[CATALOG])
-    files = lfs.store.files
-    app[XET] = Xet(app[CATALOG], app[MODELS], lfs, files, lfs.signer, settings.lfs.action_expiry)
+def add_routes(app: web.Application) -> None:
+    """The token doors answer huggingface_hub (Hub error shape: it maps ``X-Error-Code`` to its
+    exceptions); the CAS answers hf_xet, which reads only the status, so REST's shape is as good
+    as any. The service itself is built in ``services.build_services``."""
     m = "/api/models/{ns}/{name}"
-    app.router.add_get(m + "/xet-read-token/{rev}", read_token)
-    app.router.add_get(m + "/xet-write-token/{rev}", write_token)
-    app.router.add_get(PREFIX + "/v1/chunks/{prefix}/{hash}", query_chunk)
-    app.router.add_post(PREFIX + "/v1/xorbs/{prefix}/{hash}", upload_xorb)
-    app.router.add_post(PREFIX + "/v1/shards", upload_shard)
-    app.router.add_get(PREFIX + "/v1/reconstructions/{file_id}", reconstruction)
-    app.router.add_get(PREFIX + "/fetch/{hash}", fetch_xorb)
+    add_route(app, "GET", m + "/xet-read-token/{rev:.+}", read_token, ErrorShape.HUB)
+    add_route(app, "GET", m + "/xet-write-token/{rev:.+}", write_token, ErrorShape.HUB)
+    for method, path, handler in [
+        ("GET", PREFIX + "/v1/chunks/{prefix}/{hash}", query_chunk),
+        ("POST", PREFIX + "/v1/xorbs/{prefix}/{hash}", upload_xorb),
+        ("POST", PREFIX + "/v1/shards", upload_shard),
+        ("GET", PREFIX + "/v1/reconstructions/{file_id}", reconstruction),
+        ("GET", PREFIX + "/fetch/{hash}", fetch_xorb),
+    ]:
+        add_route(app, method, path, handler, ErrorShape.REST)

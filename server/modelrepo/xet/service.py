@@ -43,7 +43,6 @@ from modelrepo.lfs.action_tokens import ActionClaim, ActionSigner
 from modelrepo.lfs.service import Lfs
 from modelrepo.models.service import Model, Models
 from modelrepo.push.rules import human
-from modelrepo.storage.base import Verifier, batched
 from modelrepo.xet import hashes, shard, xorb
 from modelrepo.xet.files import Files, Term, pack_terms, unpack_terms
 from modelrepo.xet.xorb import XorbTable
@@ -234,12 +233,9 @@ class Xet:
             return 0
         # No quota check here: a file is its xorbs, counted when they were uploaded.
         if not await self._registered(file_hex, sha):
-            verifier = Verifier(sha, size)
-            async for group in batched(self.files.stream(terms, tables=tables), 4 * 1024 * 1024):
-                await asyncio.to_thread(lambda g=group: [verifier.update(c) for c in g])
             try:
-                verifier.finish()
-            except IntegrityError as exc:
+                await self.store.check(sha, size, self.files.stream(terms, tables=tables))
+            except (IntegrityError, InvalidInput) as exc:
                 raise shard.InvalidShard(f"file {file_hex}: {exc}") from None
         now = time.time()
         xorbs = {t.xorb for t in terms}

@@ -1,13 +1,13 @@
 """Xet storage: xorbs, their dedup index, registered files, per-repository links
 
-Revision ID: 0007
-Revises: 0004
+Revision ID: 0008
+Revises: 0006
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0004"
+revision = "0008"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

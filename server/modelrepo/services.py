@@ -1,0 +1,113 @@
+"""The composition root: every service built once, from the settings, in one place.
+
+The daemon (``daemon.py`` → ``app.create_app``) and the admin CLI (``cli/common.run_service``)
+both start here, so a command run from the shell goes through exactly the objects, rules and
+settings a request does. ``app.create_app`` only wires these into HTTP; nothing else constructs a
+service. Building is synchronous and cheap (no network, no task started): opening the catalog runs
+pending migrations, the S3 client connects on first use, the webhook worker starts with the app.
+"""
+
+from dataclasses import dataclass
+
+from modelrepo.accounts.auth_guard import FailureLimiter
+from modelrepo.accounts.service import Accounts
+from modelrepo.catalog.db import Catalog
+from modelrepo.git import repos
+from modelrepo.git.runner import GitRunner
+from modelrepo.hub.commits import HubCommits
+from modelrepo.hub.service import Hub
+from modelrepo.lfs.action_tokens import ActionSigner, load_or_create_key
+from modelrepo.lfs.locks import Locks
+from modelrepo.lfs.service import Lfs
+from modelrepo.metrics import Metrics
+from modelrepo.models.deployments import Deployments
+from modelrepo.models.service import Models
+from modelrepo.models.webhook_worker import WebhookWorker
+from modelrepo.models.webhooks import Webhooks
+from modelrepo.push.effects import PushEffects
+from modelrepo.push.judge import Judge
+from modelrepo.push.receive import Receive
+from modelrepo.push.ref_changes import RefChanges
+from modelrepo.push.sessions import PushSessions
+from modelrepo.settings import Settings
+from modelrepo.storage import open_store
+from modelrepo.xet.service import Xet
+from modelrepo.xet.store import XetBackedStore, xet_view
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    catalog: Catalog
+    metrics: Metrics
+    limiter: FailureLimiter
+    accounts: Accounts
+    worker: WebhookWorker
+    webhooks: Webhooks
+    models: Models
+    git: GitRunner
+    effects: PushEffects
+    judge: Judge
+    deployments: Deployments
+    refs: RefChanges
+    pushes: PushSessions
+    store: XetBackedStore  # the verified store, with files uploaded through Xet readable as LFS objects
+    lfs: Lfs
+    locks: Locks
+    receive: Receive
+    hub: Hub
+    hub_commits: HubCommits
+    xet: Xet
+
+    async def close(self) -> None:
+        """Release what the services hold (the store's client, the catalog's connections)."""
+        try:
+            await self.store.close()
+        finally:
+            await self.catalog.close()
+
+
+def build_services(settings: Settings) -> Services:
+    """Every service, wired to the others it needs. The webhook worker is built (its ``wake`` is
+    what services call after committing events) but not started: the daemon starts it; a CLI
+    command's events wait in the outbox for the daemon's worker."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog.open(settings.catalog_path)
+    metrics = Metrics()
+    accounts = Accounts(catalog)
+    worker = WebhookWorker(catalog, settings.webhooks, metrics)
+    models = Models(catalog, accounts, repos.RepoStore(settings.repos_dir), settings.git.default_branch, worker.wake)
+    git = GitRunner(settings.git.binary, settings.limits.max_git_processes, settings.limits.max_git_processes_per_client)
+    effects = PushEffects(catalog, models.path, worker.wake)
+    deployments = Deployments(catalog, models, tuple(settings.deploy.required_fields), worker.wake,
+                              lambda m: f"{settings.server.base_url()}/{m.full_name}.git")
+    store = xet_view(open_store(settings), catalog)
+    lfs = Lfs(catalog, models, store, ActionSigner(load_or_create_key(settings.secret_key_path)), settings.lfs)
+    locks = Locks(catalog)
+    # One judge for git pushes, REST ref changes and Hub commits alike.
+    judge = Judge(settings.push, base_url=settings.server.base_url(), git=git, pins=deployments.live_refs,
+                  linked=lfs.linked_sizes, locks=locks.held_by_others)
+    refs = RefChanges(models, effects, judge)
+    return Services(
+        settings=settings,
+        catalog=catalog,
+        metrics=metrics,
+        limiter=FailureLimiter(settings.auth.max_failures, settings.auth.failure_window),
+        accounts=accounts,
+        worker=worker,
+        webhooks=Webhooks(catalog, settings.webhooks, worker.wake),
+        models=models,
+        git=git,
+        effects=effects,
+        judge=judge,
+        deployments=deployments,
+        refs=refs,
+        pushes=PushSessions(),
+        store=store,
+        lfs=lfs,
+        locks=locks,
+        receive=Receive(models, judge, effects, metrics),
+        hub=Hub(models, accounts, refs),
+        hub_commits=HubCommits(models, lfs, judge, effects, git, settings.limits.max_commit_body),
+        xet=Xet(catalog, models, lfs, store.files, lfs.signer, settings.lfs.action_expiry),
+    )
