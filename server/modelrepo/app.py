@@ -35,6 +35,7 @@ from modelrepo.keys import (
     SETTINGS,
     WEBHOOKS,
     WORKER,
+    XET,
 )
 from modelrepo.ops import recovery
 from modelrepo.services import Services, build_services
@@ -43,6 +44,7 @@ from modelrepo import ui
 from modelrepo.web import api, git_http, hub_http, lfs_http, ops_http
 from modelrepo.web.internal import create_internal_app
 from modelrepo.web.middlewares import AccessLogger, ProtocolLog, authenticate, request_context
+from modelrepo.xet import http as xet_http
 
 log = structlog.get_logger("modelrepo.app")
 
@@ -73,12 +75,14 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     app[HUB] = services.hub
     app[HUB_COMMITS] = services.hub_commits
     app[INSPECTIONS] = services.inspections
+    app[XET] = services.xet
 
     api.add_routes(app)
     ops_http.add_routes(app)
     git_http.add_routes(app)
     lfs_http.add_routes(app)
     hub_http.add_routes(app)
+    xet_http.add_routes(app)
     ui.add_routes(app)
 
     app.cleanup_ctx.append(_reinstall_hooks)

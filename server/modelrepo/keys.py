@@ -22,6 +22,7 @@ from modelrepo.models.webhook_worker import WebhookWorker
 from modelrepo.models.webhooks import Webhooks
 from modelrepo.services import Services
 from modelrepo.settings import Settings
+from modelrepo.xet.service import Xet
 
 SERVICES = web.AppKey("services", Services)
 SETTINGS = web.AppKey("settings", Settings)
@@ -43,3 +44,4 @@ HUB_COMMITS = web.AppKey("hub_commits", HubCommits)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", FailureLimiter)
 INSPECTIONS = web.AppKey("inspections", Inspections)
+XET = web.AppKey("xet", Xet)

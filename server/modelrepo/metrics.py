@@ -14,6 +14,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 def protocol_of(path: str) -> str:
     if "/info/lfs/" in path:
         return "lfs"
+    if path.startswith("/xet/"):
+        return "xet"
     if path.endswith(("/info/refs", "/git-upload-pack", "/git-receive-pack")):
         return "git"
     if path.startswith("/api/v1/"):

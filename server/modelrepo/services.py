@@ -32,7 +32,8 @@ from modelrepo.push.ref_changes import RefChanges
 from modelrepo.push.sessions import PushSessions
 from modelrepo.settings import Settings
 from modelrepo.storage import open_store
-from modelrepo.storage.verified import ObjectStore
+from modelrepo.xet.service import Xet
+from modelrepo.xet.store import XetBackedStore, xet_view
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,14 @@ class Services:
     deployments: Deployments
     refs: RefChanges
     pushes: PushSessions
-    store: ObjectStore
+    store: XetBackedStore  # the verified store, with files uploaded through Xet readable as LFS objects
     inspections: Inspections
     lfs: Lfs
     locks: Locks
     receive: Receive
     hub: Hub
     hub_commits: HubCommits
+    xet: Xet
 
     async def close(self) -> None:
         """Release what the services hold (the store's client, the catalog's connections); running
@@ -81,7 +83,7 @@ def build_services(settings: Settings) -> Services:
     models = Models(catalog, accounts, repos.RepoStore(settings.repos_dir), settings.git.default_branch, worker.wake)
     git = GitRunner(settings.git.binary, settings.limits.max_git_processes, settings.limits.max_git_processes_per_client)
     effects = PushEffects(catalog, models.path, worker.wake, settings.push.model_card_schema)
-    store = open_store(settings)
+    store = xet_view(open_store(settings), catalog)
     # What is inside stored files: read after each LFS upload, judged at every door, shown by the APIs.
     inspections = Inspections(catalog, store)
     deployments = Deployments(catalog, models, tuple(settings.deploy.required_fields), worker.wake,
@@ -117,4 +119,5 @@ def build_services(settings: Settings) -> Services:
         receive=Receive(models, judge, effects, metrics),
         hub=Hub(models, accounts, refs, inspections),
         hub_commits=HubCommits(models, lfs, judge, effects, git, settings.limits.max_commit_body),
+        xet=Xet(catalog, models, lfs, store.files, lfs.signer, settings.lfs.action_expiry),
     )

@@ -5,6 +5,7 @@ truth about what is accepted, credentials refused with a hint that fixes them.""
 import base64
 import json
 import re
+import time
 
 import pytest
 
@@ -178,13 +179,23 @@ async def test_basic_auth_user_name_must_be_the_owner(acme):  # noqa: F811
 
 
 @pytest.mark.parametrize("kind", ["write", "read"])
-async def test_xet_token_endpoints_name_the_setting(acme, kind):  # noqa: F811
+async def test_xet_token_endpoints_issue_cas_tokens_in_the_hub_shape(acme, kind):  # noqa: F811
+    """The answer huggingface_hub reads (X-Xet-* headers, the JSON of the spec) for one who may,
+    and the Hub's missing-repository answer, byte for byte, for one who may not see the model."""
     api = acme
     await api.ok("alice", "POST", "/api/v1/models", {"namespace": "acme", "name": "m"})
     r = await api.call("alice", "GET", f"/api/models/acme/m/xet-{kind}-token/main")
-    assert r.status == 501
-    assert "HF_HUB_DISABLE_XET=1" in (await r.json())["error"]
-    assert "HF_HUB_DISABLE_XET=1" in r.headers["X-Error-Message"]
+    assert r.status == 200, await r.text()
+    body = await r.json()
+    assert body["casUrl"].endswith("/xet") and body["accessToken"] and body["exp"] > time.time()
+    assert r.headers["X-Xet-Cas-Url"] == body["casUrl"]
+    assert r.headers["X-Xet-Access-Token"] == body["accessToken"]
+    assert r.headers["X-Xet-Token-Expiration"] == str(body["exp"])
+    hidden = await api.call("eve", "GET", f"/api/models/acme/m/xet-{kind}-token/main")
+    missing = await api.call("eve", "GET", f"/api/models/acme/nope/xet-{kind}-token/main")
+    assert hidden.status == missing.status == 404
+    assert hidden.headers["X-Error-Code"] == missing.headers["X-Error-Code"] == "RepoNotFound"
+    assert await hidden.read() == await missing.read()
 
 
 async def test_hub_errors_never_copy_control_characters_into_headers(acme):  # noqa: F811

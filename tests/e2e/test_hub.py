@@ -23,12 +23,15 @@ pytestmark = pytest.mark.skipif(shutil.which("git-lfs") is None, reason="git-lfs
 MiB = 1024 * 1024
 
 
-def hf(d, token: str | None, code: str, tmp: Path, endpoint: str | None = None) -> dict:
-    """Run ``code`` with huggingface_hub configured for our server; it must print one JSON line."""
+def hf(d, token: str | None, code: str, tmp: Path, endpoint: str | None = None, xet: bool = False) -> dict:
+    """Run ``code`` with huggingface_hub configured for our server; it must print one JSON line.
+    ``xet``: leave hf_xet on, as a default install has it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
-    env.update({"HF_ENDPOINT": endpoint or d.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+    env.update({"HF_ENDPOINT": endpoint or d.url, "HF_HUB_DISABLE_TELEMETRY": "1",
                 "HF_HOME": str(tmp / "hf-home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                 "TRANSFORMERS_VERBOSITY": "error"})
+    if not xet:
+        env["HF_HUB_DISABLE_XET"] = "1"
     if token:
         env["HF_TOKEN"] = token
     prelude = "import json, sys\nfrom huggingface_hub import *\nfrom huggingface_hub.errors import *\n"

@@ -14,7 +14,18 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from modelrepo.catalog.db import Catalog
-from modelrepo.catalog.schema import lfs_links, lfs_objects, memberships, models, namespaces, tokens, users
+from modelrepo.catalog.schema import (
+    lfs_links,
+    lfs_objects,
+    memberships,
+    models,
+    namespaces,
+    tokens,
+    users,
+    xet_files,
+    xet_xorb_links,
+    xet_xorbs,
+)
 from modelrepo.errors import Conflict, Forbidden, InvalidInput, NotFound
 from modelrepo.names import check_name
 from modelrepo.accounts.access import ROLES, SCOPES, Identity, check_namespace_admin, require_authenticated, require_site_admin
@@ -273,12 +284,21 @@ class Accounts:
 
     # -- quotas ------------------------------------------------------------------------------------
     async def usage(self, namespace_id: int) -> dict:
-        """LFS bytes (each distinct object once, however many models link it) and model count."""
+        """Stored bytes (each distinct object once, however many models link it) and model count.
+        Objects uploaded through Xet are not stored whole: they count as their xorbs, each distinct
+        xorb once, so a new version of a file costs only the chunks that changed."""
         linked = (sa.select(lfs_links.c.oid).distinct().join(models, models.c.id == lfs_links.c.model_id)
                   .where(models.c.namespace_id == namespace_id).subquery())
+        xorbs = (sa.select(xet_xorb_links.c.xorb_hash).distinct()
+                 .join(models, models.c.id == xet_xorb_links.c.model_id)
+                 .where(models.c.namespace_id == namespace_id).subquery())
         async with self.catalog.read() as conn:
             used = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(lfs_objects.c.size), 0))
-                                       .where(lfs_objects.c.oid.in_(sa.select(linked.c.oid))))).scalar_one()
+                                       .where(lfs_objects.c.oid.in_(sa.select(linked.c.oid)),
+                                              lfs_objects.c.oid.notin_(sa.select(xet_files.c.sha256)))))\
+                .scalar_one()
+            used += (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(xet_xorbs.c.size), 0))
+                                        .where(xet_xorbs.c.hash.in_(sa.select(xorbs.c.xorb_hash))))).scalar_one()
             count = (await conn.execute(sa.select(sa.func.count()).select_from(models)
                                         .where(models.c.namespace_id == namespace_id))).scalar_one()
         return {"bytes": int(used), "models": int(count)}

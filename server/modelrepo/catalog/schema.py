@@ -205,3 +205,52 @@ inspections = sa.Table(
     sa.Column("bytes_read", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("inspected_at", sa.Float, nullable=False),
 )
+
+# -- Xet (xet/): xorbs are stored in the object store under the sha256 of their serialized bytes;
+# hashes here are Xet hashes in the protocol's hex form.
+xet_xorbs = sa.Table(
+    "xet_xorbs", metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("object_oid", sa.String(64), nullable=False, index=True),  # store key: sha256 of the bytes
+    sa.Column("size", sa.BigInteger, nullable=False),  # serialized bytes: what the store holds
+    sa.Column("unpacked", sa.BigInteger, nullable=False),  # sum of chunk lengths
+    sa.Column("data_end", sa.BigInteger, nullable=False),  # end of the last chunk (the footer follows)
+    sa.Column("chunks", sa.LargeBinary, nullable=False),  # packed (hash, offset, length) per chunk
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# A xorb a model uploaded (all of its bytes) or proved it holds (a shard's verification hashes):
+# global dedup answers a repository only with its own xorbs.
+xet_xorb_links = sa.Table(
+    "xet_xorb_links", metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("xorb_hash", sa.String(64), sa.ForeignKey("xet_xorbs.hash", ondelete="RESTRICT"), primary_key=True,
+              index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Chunks eligible for global dedup (hash = 0 mod 1024, or a file's first chunk) -> their xorbs.
+xet_dedup = sa.Table(
+    "xet_dedup", metadata,
+    sa.Column("chunk_hash", sa.String(64), primary_key=True),
+    sa.Column("xorb_hash", sa.String(64), sa.ForeignKey("xet_xorbs.hash", ondelete="CASCADE"), primary_key=True,
+              index=True),
+)
+
+# Files registered by a shard: how to rebuild them, and the sha256 their LFS pointer names.
+xet_files = sa.Table(
+    "xet_files", metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("terms", sa.LargeBinary, nullable=False),  # packed (xorb hash, start, end, unpacked) per term
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+xet_file_links = sa.Table(
+    "xet_file_links", metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("file_hash", sa.String(64), sa.ForeignKey("xet_files.hash", ondelete="RESTRICT"), primary_key=True,
+              index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)

@@ -176,7 +176,7 @@ class Lfs:
         """A URL the client fetches the object from directly (direct mode only)."""
         if self.presigner is None:
             raise RuntimeError("presigned downloads need lfs.s3.mode: direct")
-        return await self.presigner.presign_download(oid, self.settings.action_expiry)
+        return await self.store.presign_download(self.presigner, oid, self.settings.action_expiry)
 
     async def check_quota(self, model: Model, objects: list, wanted: list[str]) -> None:
         """Refuse the whole batch (507, as batch.md names it) when the namespace's LFS quota would be
@@ -216,7 +216,7 @@ class Lfs:
     async def linked_size(self, model_id: int, oid: str) -> int | None:
         return (await self.linked_sizes(model_id, [oid])).get(oid)
 
-    async def _record(self, model_id: int, oid: str, size: int) -> None:
+    async def record(self, model_id: int, oid: str, size: int) -> None:
         """The object's bytes are verified and in the store: record it and link it, in one transaction."""
         now = time.time()
         async with self.catalog.tx() as conn:
@@ -246,7 +246,7 @@ class Lfs:
             await self.store.check(oid, size, chunks)
         else:
             await self.store.put(oid, size, chunks)
-        await self._record(model_id, oid, size)
+        await self.record(model_id, oid, size)
 
     async def verify(self, model_id: int, oid: str, size: int, nonce: str = "") -> None:
         """The client's post-upload check. In S3 direct mode this is where the object the client put
@@ -258,7 +258,7 @@ class Lfs:
             if known is not None and known != size:
                 raise Conflict(f"an object with this OID is stored with size {known}, not {size}")
             await self.store.accept_staged(self.presigner, oid, size, nonce)
-            await self._record(model_id, oid, size)
+            await self.record(model_id, oid, size)
             return
         if stored is None:
             raise NotFound("object not found in this repository")

@@ -63,7 +63,7 @@ from pathlib import Path
 import pygit2
 import sqlalchemy as sa
 
-from modelrepo.catalog.schema import lfs_links, lfs_objects, models, namespaces
+from modelrepo.catalog.schema import lfs_links, lfs_objects, models, namespaces, xet_files, xet_xorbs
 from modelrepo.errors import ModelrepoError
 from modelrepo.lfs.service import OID_RE
 from modelrepo.push.rules import human
@@ -340,10 +340,15 @@ def _empty_repository(dst: Path, default_branch: str) -> None:
 # -- step 4: LFS objects ------------------------------------------------------------------------------
 
 def recorded_objects(db: Path) -> list[sa.Row]:
-    """(oid, size, linked) of every object the catalog records."""
-    linked = sa.exists().where(lfs_links.c.oid == lfs_objects.c.oid).label("linked")
+    """(oid, size, linked) of every object the catalog records: LFS objects and xorbs (stored
+    under the sha256 of their bytes). An LFS object uploaded through Xet has no bytes of its own
+    (it is rebuilt from its xorbs), so it counts as unlinked: copied if present, else skipped."""
+    xet_backed = sa.exists().where(xet_files.c.sha256 == lfs_objects.c.oid)
+    linked = sa.and_(sa.exists().where(lfs_links.c.oid == lfs_objects.c.oid), ~xet_backed)
+    query = sa.union(sa.select(lfs_objects.c.oid, lfs_objects.c.size, linked.label("linked")),
+                     sa.select(xet_xorbs.c.object_oid.label("oid"), xet_xorbs.c.size, sa.true().label("linked")))
     with _sync_engine(db).connect() as conn:
-        return list(conn.execute(sa.select(lfs_objects.c.oid, lfs_objects.c.size, linked).order_by(lfs_objects.c.oid)))
+        return list(conn.execute(query.order_by("oid")))
 
 
 async def copy_verified(src: ObjectStore, dst: ObjectStore, oid: str, size: int) -> str | None:
@@ -567,9 +572,10 @@ async def _verify_and_rebuild(settings: Settings) -> list[str]:
     """Async part: LFS objects through the configured store, and the catalog mirror rebuilt from
     the repositories (it may be a few seconds newer than the refs the backup recorded)."""
     from modelrepo.catalog.db import Catalog  # noqa: PLC0415
+    from modelrepo.xet.store import xet_view  # noqa: PLC0415
 
     catalog = Catalog.open(settings.catalog_path)
-    store = open_store(settings)
+    store = xet_view(open_store(settings), catalog)  # objects uploaded through Xet are rebuilt
     try:
         warnings = await _missing_objects(catalog, store)
         await _rebuild_mirror(settings, catalog)

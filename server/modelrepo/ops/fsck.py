@@ -24,6 +24,9 @@ that are not the refs (a crash between a ref update and its catalog rebuild; ``o
 A drift is compared again after ``SETTLE`` seconds before it is reported, since next to a live
 daemon it may be a push whose post-receive is running. ``--repair`` rebuilds those models' mirror.
 Push quarantine directories left by crashes (gc removes them) are noted, not counted as problems.
+Objects uploaded through Xet are LFS objects rebuilt from their xorbs (the store callers hold is
+the Xet-backed view, ``xet.store``), so (a) re-hashes them too; the xorbs themselves are verified
+by ``xet/fsck.py``.
 """
 
 import asyncio
@@ -46,6 +49,7 @@ from modelrepo.ops.gc import LEFTOVER_MIN_AGE, stale_quarantines
 from modelrepo.push.effects import PushEffects
 from modelrepo.storage.verified import ObjectStore
 from modelrepo.git.ops import git
+from modelrepo.xet import fsck as xet_fsck
 
 HASH_CONCURRENCY = 4
 STAT_CONCURRENCY = 16
@@ -345,6 +349,10 @@ async def run_fsck(catalog: Catalog, store: ObjectStore, repos: RepoStore, git_b
     # (c)'s scan first: the pointer locations make (a)'s findings readable.
     uses = await _scan_all(present, report)
     await _check_objects(catalog, store, only, uses, progress, report)
+    if only is None:
+        xorbs, xorb_bytes, problems = await xet_fsck.check(catalog, store)
+        report.problems += problems
+        report.notes.append(f"{xorbs} Xet xorb(s) ({human(xorb_bytes)}) verified")
     # (b) last: the slowest, and independent of the rest.
     for model in present:
         if problem := await git_fsck(git_binary, model):

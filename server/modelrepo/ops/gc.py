@@ -2,6 +2,7 @@
 
 What goes, each only when older than the grace period (``--grace``, default 24h):
 
+0. **Xet** (``xet/gc.py``): registered files no repository links, then xorbs no live file names.
 1. **Unlinked LFS objects**: ``lfs_objects`` rows no ``lfs_links`` row points at (their models
    were deleted). A repository links an OID as soon as its upload is verified, *before* the git
    push that references it lands, so an object uploaded but not yet pushed is linked and stays:
@@ -50,7 +51,7 @@ meanwhile, and the store delete comes first so that the durable states are:
   fresh bytes and links them, and our store delete then removes bytes a model links. Data loss.
 
 An object without a row (orphan) is deleted under the same lock after re-checking that no row
-appeared. One race stays open until ``Lfs._record`` checks, inside its own transaction, that the
+appeared. One race stays open until ``Lfs.record`` checks, inside its own transaction, that the
 object is still stored (see the report to the lead): an upload whose bytes were written (or found
 already stored) just before gc deletes them links an object that is gone. A long grace makes it
 need a re-upload of an object unlinked for a day, during the seconds gc touches that OID.
@@ -68,13 +69,14 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from modelrepo.catalog.db import Catalog
-from modelrepo.catalog.schema import lfs_links, lfs_objects
+from modelrepo.catalog.schema import lfs_links, lfs_objects, xet_xorbs
 from modelrepo.lfs.service import OID_RE
 from modelrepo.push.rules import human
 from modelrepo.git.repos import RepoStore
 from modelrepo.settings import Settings
 from modelrepo.storage.verified import ObjectStore
 from modelrepo.git.ops import git, parse_count_objects
+from modelrepo.xet import gc as xet_gc
 
 LOOSE_LIMIT = 100
 PACK_LIMIT = 10
@@ -104,19 +106,23 @@ class GcReport:
     leftovers: Tally = field(default_factory=Tally)
     quarantines: Tally = field(default_factory=Tally)
     repacked: Tally = field(default_factory=Tally)  # bytes: git object bytes freed
+    xet_files: Tally = field(default_factory=Tally)  # registered files nothing links
+    xet_xorbs: Tally = field(default_factory=Tally)  # xorbs no live file names
     repositories: int = 0
     kept_young: Tally = field(default_factory=Tally)  # unlinked, but inside the grace period
     errors: list[str] = field(default_factory=list)
 
     @property
     def freed_bytes(self) -> int:
-        return self.unlinked.bytes + self.orphans.bytes + self.repacked.bytes
+        return self.unlinked.bytes + self.orphans.bytes + self.repacked.bytes + self.xet_xorbs.bytes
 
     def lines(self) -> list[str]:
         verb = "would free" if self.dry_run else "freed"
         out = [f"gc{' (dry run)' if self.dry_run else ''}: {verb} {human(self.freed_bytes)}",
                f"  unlinked LFS objects    {self.unlinked.count:>6}  {human(self.unlinked.bytes)}",
                f"  orphaned store objects  {self.orphans.count:>6}  {human(self.orphans.bytes)}",
+               f"  unlinked Xet files      {self.xet_files.count:>6}",
+               f"  unreferenced xorbs      {self.xet_xorbs.count:>6}  {human(self.xet_xorbs.bytes)}",
                f"  partial uploads         {self.partial.count:>6}",
                f"  repository leftovers    {self.leftovers.count:>6}",
                f"  push quarantines        {self.quarantines.count:>6}",
@@ -143,6 +149,9 @@ async def collect_garbage(settings: Settings, catalog: Catalog, store: ObjectSto
     now = time.time()
     cutoff = now - grace
     await sweep_unlinked(catalog, store, cutoff, report)
+    xet = await xet_gc.sweep(catalog, store, cutoff, dry_run)
+    report.xet_files.count, report.xet_xorbs.count, report.xet_xorbs.bytes = xet.files, xet.xorbs, xet.xorb_bytes
+    report.errors += xet.errors
     await sweep_orphans(catalog, store, cutoff, report)
     await sweep_partial(store, now - max(grace, settings.lfs.action_expiry), report)
     await asyncio.to_thread(sweep_leftover_dirs, repos.root, now - max(grace, LEFTOVER_MIN_AGE), report)
@@ -180,7 +189,8 @@ async def _delete_unlinked(catalog: Catalog, store: ObjectStore, oid: str, cutof
                 lfs_objects.c.oid == oid, lfs_objects.c.created_at < cutoff, _UNLINKED))).first()
             if still is None:  # linked again (re-uploaded) since we listed it
                 return False
-            await asyncio.wait_for(store.delete(oid), STORE_DELETE_TIMEOUT)
+            if not await _is_xorb(conn, oid):  # the same bytes also hold a xorb: Xet's gc judges them
+                await asyncio.wait_for(store.delete(oid), STORE_DELETE_TIMEOUT)
             await conn.execute(lfs_objects.delete().where(lfs_objects.c.oid == oid))
     except Exception as exc:  # noqa: BLE001 - one object's failure must not stop the sweep; it is reported
         report.errors.append(f"LFS object {oid}: not deleted: {exc}")
@@ -200,8 +210,16 @@ async def _batches(items: AsyncIterator[tuple[str, int, float]], size: int) -> A
 
 
 async def _recorded(catalog: Catalog, oids: list[str]) -> set[str]:
+    """Store keys the catalog knows: LFS objects, and xorbs (stored under their bytes' sha256)."""
     async with catalog.read() as conn:
-        return set((await conn.execute(sa.select(lfs_objects.c.oid).where(lfs_objects.c.oid.in_(oids)))).scalars())
+        lfs = set((await conn.execute(sa.select(lfs_objects.c.oid).where(lfs_objects.c.oid.in_(oids)))).scalars())
+        xorbs = set((await conn.execute(sa.select(xet_xorbs.c.object_oid).where(xet_xorbs.c.object_oid.in_(oids))))
+                    .scalars())
+    return lfs | xorbs
+
+
+async def _is_xorb(conn, oid: str) -> bool:
+    return (await conn.execute(sa.select(xet_xorbs.c.hash).where(xet_xorbs.c.object_oid == oid))).first() is not None
 
 
 async def sweep_orphans(catalog: Catalog, store: ObjectStore, cutoff: float, report: GcReport) -> None:
@@ -222,7 +240,8 @@ async def sweep_orphans(catalog: Catalog, store: ObjectStore, cutoff: float, rep
 async def _delete_orphan(catalog: Catalog, store: ObjectStore, oid: str, report: GcReport) -> bool:
     try:
         async with catalog.tx() as conn:
-            if (await conn.execute(sa.select(lfs_objects.c.oid).where(lfs_objects.c.oid == oid))).first():
+            if (await conn.execute(sa.select(lfs_objects.c.oid).where(lfs_objects.c.oid == oid))).first() \
+                    or await _is_xorb(conn, oid):
                 return False  # recorded since we listed it: an upload just finished
             await asyncio.wait_for(store.delete(oid), STORE_DELETE_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - reported, and the sweep goes on

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from modelrepo.errors import IntegrityError, InvalidInput
-from modelrepo.storage.base import Backend, Partial, PendingWrite, Presigner
+from modelrepo.storage.base import Backend, Partial, Presigned, PendingWrite, Presigner
 
 CHUNK = 1024 * 1024
 
@@ -162,6 +162,11 @@ class ObjectStore:
         finally:
             with contextlib.suppress(Exception):
                 await presigner.drop_staged(staged)
+
+    async def presign_download(self, presigner: Presigner, oid: str, ttl: float) -> Presigned:
+        """A URL the client downloads the object from; a view that rebuilds objects (``xet.store``)
+        first puts the bytes where the URL points."""
+        return await presigner.presign_download(oid, ttl)
 
     async def rehash(self, oid: str, on_bytes: Callable[[int], None] = lambda n: None) -> tuple[str, int]:
         """(sha256, bytes read) of what the backend holds under ``oid``, streaming."""

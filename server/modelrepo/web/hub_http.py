@@ -2,7 +2,9 @@
 
 Routes and shapes follow what huggingface_hub sends and parses; errors carry ``X-Error-Code`` so
 the client raises its own exception types (RepositoryNotFoundError, RevisionNotFoundError,
-EntryNotFoundError). No Xet headers are ever sent: downloads stay plain HTTP.
+EntryNotFoundError). /resolve adds the Xet headers (``X-Xet-Hash`` and the read-token link) for
+files stored through Xet, so a client with hf_xet reconstructs them from chunks; every other
+client gets the same bytes over plain HTTP.
 """
 
 import asyncio
@@ -10,15 +12,8 @@ import json
 
 from aiohttp import web
 
-from modelrepo.errors import (
-    EntryNotFound,
-    InvalidInput,
-    ModelrepoError,
-    NotFound,
-    Unauthenticated,
-    UnsupportedMediaType,
-)
-from modelrepo.keys import ACCOUNTS, HUB, HUB_COMMITS, LFS, MODELS, REFS
+from modelrepo.errors import EntryNotFound, InvalidInput, NotFound, Unauthenticated, UnsupportedMediaType
+from modelrepo.keys import ACCOUNTS, HUB, HUB_COMMITS, LFS, MODELS, REFS, XET
 from modelrepo.git import reads as hub_repo
 from modelrepo.web.bodies import chunks, read_json
 from modelrepo.web.lfs_http import parse_range, send_stored_object
@@ -117,7 +112,13 @@ async def resolve(request: web.Request) -> web.StreamResponse:
         except NotFound:
             raise EntryNotFound(f"{entry.path}: its LFS object is not stored in this repository", r.commit) from None
         headers.update({"ETag": f'"{entry.lfs_oid}"', "X-Linked-Etag": f'"{entry.lfs_oid}"', "X-Linked-Size": str(size)})
-        if lfs.direct:
+        xet_hash = await request.app[XET].file_for(r.model.id, entry.lfs_oid)
+        if xet_hash:
+            token_url = f"{base_url(request)}/api/models/{r.model.full_name}/xet-read-token/{r.commit}"
+            headers.update({"X-Xet-Hash": xet_hash, "Link": f'<{token_url}>; rel="xet-auth"'})
+        # A file stored through Xet is streamed (rebuilt from its xorbs) rather than materialized
+        # in the bucket for a redirect: Xet clients fetch xorb ranges and never read it whole.
+        if lfs.direct and not xet_hash:
             presigned = await lfs.presigned_download(entry.lfs_oid)
             raise web.HTTPFound(presigned.href, headers=headers)
         return await send_stored_object(request, lfs.store, entry.lfs_oid, size, headers)
@@ -231,30 +232,6 @@ async def validate_yaml(request: web.Request) -> web.Response:
     return _json({"errors": [], "warnings": []})
 
 
-class XetUnsupported(ModelrepoError):
-    status = 501
-    code = "xet_unsupported"
-
-
-XET_MESSAGE = ("this server stores large files with Git LFS and does not speak Xet: set HF_HUB_DISABLE_XET=1 "
-               "in the environment (export HF_HUB_DISABLE_XET=1) and run the command again")
-
-
-# hf_xet (Rust) fetches the token and reports only the status and the URL of a failed request, never
-# its body: so the token URL redirects to one whose path is the instruction, and that one fails.
-XET_HINT_PATH = "/api/xet-is-not-supported-here/set-HF_HUB_DISABLE_XET=1-and-run-again"
-
-
-async def xet_token(request: web.Request) -> web.Response:
-    """huggingface_hub asks for a Xet token before an upload when hf_xet is installed; the answer
-    must reach the user with the one setting that makes the client use LFS instead."""
-    raise web.HTTPTemporaryRedirect(base_url(request) + XET_HINT_PATH)
-
-
-async def xet_unsupported(request: web.Request) -> web.Response:
-    raise XetUnsupported(XET_MESSAGE)
-
-
 def add_routes(app: web.Application) -> None:
     m = "/api/models/{ns}/{name}"
     routes = [
@@ -272,9 +249,6 @@ def add_routes(app: web.Application) -> None:
         ("DELETE", m + "/branch/{branch}", delete_branch),
         ("POST", m + "/tag/{rev}", create_tag),
         ("DELETE", m + "/tag/{tag}", delete_tag),
-        ("GET", m + "/xet-write-token/{rev:.+}", xet_token),
-        ("GET", m + "/xet-read-token/{rev:.+}", xet_token),
-        ("GET", XET_HINT_PATH, xet_unsupported),
         ("POST", "/api/repos/create", create_repo),
         ("DELETE", "/api/repos/delete", delete_repo),
         ("POST", "/api/validate-yaml", validate_yaml),

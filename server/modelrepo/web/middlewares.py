@@ -153,9 +153,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 def _signed_lfs_href(request: web.Request) -> bool:
-    """An LFS object href carrying its own signed token (the handler verifies it, and nothing
-    else ever accepts a query token)."""
-    return "/info/lfs/objects/" in request.path and "token" in request.query
+    """An LFS object href or a Xet xorb range URL carrying its own signed token (the handler
+    verifies it, and nothing else ever accepts a query token)."""
+    return ("/info/lfs/objects/" in request.path or request.path.startswith("/xet/fetch/")) and "token" in request.query
 
 
 async def _identify(request: web.Request, header: str) -> Identity | None:
