@@ -27,12 +27,28 @@ fi
 if [ "$mode" = test ] && [ ! -x /usr/bin/chromium ]; then
   missing+=(chromium)
 fi
+# The scale-out tests run a throw-away PostgreSQL (initdb + pg_ctl) and nginx in front of two replicas.
+if [ "$mode" = test ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+if [ "$mode" = test ] && [ ! -x /usr/sbin/nginx ]; then
+  missing+=(nginx-light)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "quickstart: installing ${missing[*]} with apt-get" >&2
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
+  # Packages only: the tests start their own PostgreSQL and nginx on free ports, so the packages'
+  # system services are not started (policy-rc.d 101 = "action forbidden" for invoke-rc.d).
+  no_start=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    no_start=1
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [ -n "$no_start" ]; then $sudo rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 "$PYTHON" - <<'PY'

@@ -29,3 +29,13 @@ def short_tmp():
     path = short_tmpdir()
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throw-away PostgreSQL for the whole run; each test takes a fresh database (``pg_server.url()``)."""
+    from .pgserver import start_pg_server
+
+    srv = start_pg_server()
+    yield srv
+    srv.stop()
