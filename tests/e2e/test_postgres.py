@@ -165,6 +165,16 @@ def test_backup_and_restore_through_pg_dump(pgd, pg_server, git, tmp_path):
         # Not into SQLite: the backup's catalog is a PostgreSQL dump.
         r = cli({}, restored, "restore", str(dest))
         assert r.returncode == 1 and "PostgreSQL dump" in r.stderr
+        # A backup that does not verify (a repository lost): refused, and the database is empty again.
+        broken = tmp_path / "broken"
+        shutil.copytree(dest, broken)
+        shutil.rmtree(broken / "repos/acme/bert.git")
+        r = cli(target, restored, "restore", str(broken))
+        assert r.returncode == 1 and "acme/bert.git: the catalog has this model but the backup has no repository" \
+            in r.stderr, r.stderr
+        assert not restored.exists()
+        db = target[URL_KEY].rsplit("/", 1)[1]
+        assert pg_server.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db=db).strip() == "0"
         r = cli(target, restored, "restore", str(dest))
         assert r.returncode == 0, r.stdout + r.stderr
         d2 = start_daemon(restored, extra_env=target)
