@@ -141,9 +141,11 @@ def test_admin_cli_gc_and_fsck(pgd):
 def test_cli_with_an_unreachable_catalog_says_so(tmp_path):
     from ..helpers import free_port
 
-    r = cli({URL_KEY: f"postgresql://u:secret@127.0.0.1:{free_port()}/db"}, tmp_path / "data", "user", "list")
-    assert r.returncode == 1 and "cannot connect to the catalog at postgresql://u:***@127.0.0.1" in r.stderr
-    assert "Traceback" not in r.stderr and "secret" not in r.stderr
+    unreachable = {URL_KEY: f"postgresql://u:secret@127.0.0.1:{free_port()}/db"}
+    for args in (("user", "list"), ("serve", "--listen", f"127.0.0.1:{free_port()}")):
+        r = cli(unreachable, tmp_path / "data", *args)
+        assert r.returncode == 1 and "cannot connect to the catalog at postgresql://u:***@127.0.0.1" in r.stderr
+        assert "Traceback" not in r.stderr and "secret" not in r.stderr
     r = cli({URL_KEY: "mysql://u@h/db"}, tmp_path / "data", "user", "list")
     assert r.returncode != 0 and "catalog.url: unsupported database 'mysql'" in r.stderr
 
