@@ -26,4 +26,4 @@ def test_migrate_is_idempotent(tmp_path):
     with engine.connect() as conn:
         version = conn.execute(sa.text("select version_num from alembic_version")).scalar()
     engine.dispose()
-    assert version == "0008"
+    assert version == "0009"
