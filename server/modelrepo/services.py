@@ -78,7 +78,8 @@ def build_services(settings: Settings) -> Services:
     what services call after committing events) but not started: the daemon starts it; a CLI
     command's events wait in the outbox for the daemon's worker."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog.open(settings.catalog_path)
+    catalog = Catalog.open(settings.catalog_url, pool_size=settings.catalog.pool_size,
+                           max_overflow=settings.catalog.max_overflow)
     signing_key = load_or_create_key(catalog, legacy=settings.secret_key_path)
     metrics = Metrics()
     accounts = Accounts(catalog)

@@ -8,9 +8,7 @@ starting together end up with the one row that won. A ``DATA/secret.key`` from b
 moved into the catalog is what gets inserted, so tokens issued before the upgrade stay valid.
 """
 
-import asyncio
 import secrets
-import threading
 import time
 from pathlib import Path
 
@@ -19,9 +17,9 @@ import structlog
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.db import Catalog, _run_blocking
+from modelrepo.catalog.portable import insert
 from modelrepo.catalog.schema import signing_keys
-from modelrepo.catalog.upsert import insert_ignore
 
 log = structlog.get_logger("modelrepo.keys")
 
@@ -41,15 +39,16 @@ def _legacy_key(path: Path | None) -> bytes | None:
 
 
 async def _load_or_create(url: sa.URL, name: str, legacy: Path | None) -> bytes:
-    # A private engine: this runs on its own event loop (see load_or_create_key), and pooled
-    # connections of the catalog's engine belong to the daemon's loop.
+    # A private engine: this runs on its own event loop, and the catalog engine's pooled
+    # connections belong to the daemon's loop.
     connect_args = {"timeout": 10} if url.get_backend_name() == "sqlite" else {}
     engine = create_async_engine(url, poolclass=NullPool, connect_args=connect_args)
     try:
         imported = _legacy_key(legacy)
         async with engine.begin() as conn:
-            res = await conn.execute(insert_ignore(conn, signing_keys, ["name"]).values(
-                name=name, secret=imported or secrets.token_bytes(KEY_BYTES), created_at=time.time()))
+            res = await conn.execute(insert(conn, signing_keys).values(
+                name=name, secret=imported or secrets.token_bytes(KEY_BYTES), created_at=time.time())
+                .on_conflict_do_nothing(index_elements=["name"]))
             key = (await conn.execute(sa.select(signing_keys.c.secret)
                                       .where(signing_keys.c.name == name))).scalar_one()
         if res.rowcount:
@@ -62,22 +61,7 @@ async def _load_or_create(url: sa.URL, name: str, legacy: Path | None) -> bytes:
 def load_or_create_key(catalog: Catalog, name: str = ACTIONS, legacy: Path | None = None) -> bytes:
     """The key named ``name``, created on first use (from ``legacy`` when that file holds one).
 
-    Synchronous, like the rest of building the services (opening the catalog runs migrations the
-    same way): it runs on a short-lived thread with its own event loop, so it may be called from
-    inside a running loop (the daemon, the test client) as well as from the CLI.
+    Synchronous, like the rest of building the services, and run the way ``Catalog.open`` runs
+    migrations (on a private event loop, in a thread when called inside a running loop).
     """
-    result: list[bytes] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(asyncio.run(_load_or_create(catalog.engine.url, name, legacy)))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="signing-key")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
+    return _run_blocking(lambda: _load_or_create(catalog.engine.url, name, legacy))

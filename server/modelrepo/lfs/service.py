@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from modelrepo.catalog.db import Catalog
-from modelrepo.catalog.upsert import insert_ignore
+from modelrepo.catalog.portable import insert
 from modelrepo.catalog.schema import lfs_links, lfs_objects
 from modelrepo.catalog.schema import models as models_table
+from modelrepo.catalog.schema import namespaces
 from modelrepo.errors import (
     Conflict,
     InsufficientStorage,
@@ -222,22 +223,28 @@ class Lfs:
         unlinked bytes are left for gc."""
         now = time.time()
         accounts = self.models.accounts
-        async with self.catalog.tx() as conn:
-            # gc deletes unlinked objects from the store while holding this write lock: checking
-            # under it that the bytes are still stored means we never link an object gc removed.
+        # Not exclusive (see Catalog.tx): two inserts ON CONFLICT DO NOTHING, safe side by side; a
+        # quota is the one thing to decide between them, under the namespace's row lock.
+        async with self.catalog.tx(exclusive=False) as conn:
+            # gc deletes unlinked objects from the store while holding the exclusive write lock:
+            # checking under ours that the bytes are still stored means we never link an object gc removed.
             if await self.store.stat(oid) != size:
                 raise StorageUnavailable("the object was removed while it was being uploaded; upload it again")
-            ns_id = (await conn.execute(sa.select(models_table.c.namespace_id)
-                                        .where(models_table.c.id == model_id))).scalar_one()
-            ns = await accounts.lock_quota(conn, ns_id)
-            before = (await accounts.usage(ns_id, conn))["bytes"] if ns.quota_bytes is not None else 0
-            await conn.execute(insert_ignore(conn, lfs_objects, ["oid"]).values(oid=oid, size=size, created_at=now))
-            await conn.execute(insert_ignore(conn, lfs_links, ["model_id", "oid"]).values(
-                model_id=model_id, oid=oid, created_at=now))
-            if ns.quota_bytes is not None:
+            ns_id, quota = (await conn.execute(
+                sa.select(models_table.c.namespace_id, namespaces.c.quota_bytes)
+                .join(namespaces, namespaces.c.id == models_table.c.namespace_id)
+                .where(models_table.c.id == model_id))).one()
+            if quota is not None:
+                ns = await accounts.lock_quota(conn, ns_id)
+                quota, before = ns.quota_bytes, (await accounts.usage(ns_id, conn))["bytes"]
+            await conn.execute(insert(conn, lfs_objects).values(oid=oid, size=size, created_at=now)
+                               .on_conflict_do_nothing(index_elements=["oid"]))
+            await conn.execute(insert(conn, lfs_links).values(model_id=model_id, oid=oid, created_at=now)
+                               .on_conflict_do_nothing(index_elements=["model_id", "oid"]))
+            if quota is not None:
                 after = (await accounts.usage(ns_id, conn))["bytes"]
-                if after > before and after > ns.quota_bytes:
-                    raise _over_quota(ns.name, before, ns.quota_bytes, after - before)
+                if after > before and after > quota:
+                    raise _over_quota(ns.name, before, quota, after - before)
         self.on_verified(oid, size)
 
     async def known_size(self, oid: str) -> int | None:
