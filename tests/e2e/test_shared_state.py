@@ -322,6 +322,28 @@ async def test_model_quota_holds_against_racing_creates(close_all):
     assert (await b.accounts.usage((await b.accounts.get_namespace("team")).id))["models"] == 2
 
 
+async def _chunks(data: bytes):
+    yield data
+
+
+async def test_lfs_quota_holds_against_uploads_racing_from_two_processes(close_all):
+    """Each upload passed the batch's admission check; the links decide, under the namespace's
+    row lock: of two 100-byte objects racing into a 150-byte quota, one is linked."""
+    from modelrepo.errors import InsufficientStorage
+    a, b = close_all(), close_all()
+    admin = await _admin(a)
+    await a.accounts.create_namespace("team")
+    model = await a.models.create(admin, "team", "m", check_access=False)
+    await a.accounts.set_quota("team", bytes_=150, models_=None)
+    blobs = [bytes([i]) * 100 for i in range(4)]
+    import hashlib
+    results = await asyncio.gather(*(s.lfs.receive(model.id, hashlib.sha256(d).hexdigest(), len(d), _chunks(d))
+                                     for s, d in zip((a, b, a, b), blobs)), return_exceptions=True)
+    assert len([r for r in results if r is None]) == 1, results
+    assert all(isinstance(r, InsufficientStorage) for r in results if r is not None), results
+    assert (await a.accounts.usage(model.namespace_id))["bytes"] == 100
+
+
 async def test_racing_unlocks_of_one_lfs_lock_give_one_404(close_all):
     a, b = close_all(), close_all()
     admin = await _admin(a)
