@@ -10,6 +10,7 @@ PostgreSQL (the ``pg_server`` fixture).
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,12 +27,13 @@ from aiohttp import web
 
 from modelrepo.accounts.signing_keys import ACTIONS, load_or_create_key
 from modelrepo.catalog.db import migrate
-from modelrepo.catalog.schema import auth_failures, deliveries, delivery_attempts, signing_keys, users
-from modelrepo.errors import Conflict, Forbidden, NotFound
+from modelrepo.catalog.schema import (auth_failures, deliveries, delivery_attempts, deployments, models, signing_keys,
+                                      users)
+from modelrepo.errors import Conflict, Forbidden, InsufficientStorage, NotFound
 from modelrepo.lfs.action_tokens import ActionSigner
 from modelrepo.models.webhook_worker import lease_seconds
 from modelrepo.models.webhooks import enqueue
-from modelrepo.ops.converge import converge_catalog
+from modelrepo.ops.converge import converge_catalog, find_drift
 from modelrepo.services import Services, build_services
 from modelrepo.settings import ConfigError, load_settings
 
@@ -329,14 +332,12 @@ async def _chunks(data: bytes):
 async def test_lfs_quota_holds_against_uploads_racing_from_two_processes(close_all):
     """Each upload passed the batch's admission check; the links decide, under the namespace's
     row lock: of two 100-byte objects racing into a 150-byte quota, one is linked."""
-    from modelrepo.errors import InsufficientStorage
     a, b = close_all(), close_all()
     admin = await _admin(a)
     await a.accounts.create_namespace("team")
     model = await a.models.create(admin, "team", "m", check_access=False)
     await a.accounts.set_quota("team", bytes_=150, models_=None)
     blobs = [bytes([i]) * 100 for i in range(4)]
-    import hashlib
     results = await asyncio.gather(*(s.lfs.receive(model.id, hashlib.sha256(d).hexdigest(), len(d), _chunks(d))
                                      for s, d in zip((a, b, a, b), blobs)), return_exceptions=True)
     assert len([r for r in results if r is None]) == 1, results
@@ -385,7 +386,6 @@ async def test_two_recoveries_at_once_announce_a_lost_push_once(close_all, git, 
 
 
 async def find_no_drift(services: Services) -> bool:
-    from modelrepo.ops.converge import find_drift
     return await find_drift(services.catalog, services.models) == []
 
 
@@ -396,7 +396,6 @@ async def test_delete_and_deployment_request_never_both_win(close_all, git, tmp_
     """Deleting a model while another process requests a deployment of it: either the delete
     refuses (the model is pinned) or the request finds no model; never a deleted model with a
     live deployment, never a deployment of a model that is gone."""
-    from modelrepo.catalog.schema import deployments, models
     a, b = close_all(), close_all()
     admin = await _admin(a)
     await a.accounts.create_namespace("team")
@@ -432,20 +431,12 @@ def test_two_daemons_starting_together_share_one_admin_one_key_and_one_failure_b
     # is catalog/db.py's race to fix (its migrate takes no write lock), not what this test is about.
     migrate(data / "catalog.db")
     env = {"MODELREPO_AUTH__MAX_FAILURES": "4"}
-    daemons = [start_daemon(data, extra_env=env, wait=False) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:  # launched together, each waited for until it serves
+        starts = [pool.submit(start_daemon, data, extra_env=env) for _ in range(2)]
+    daemons = [f.result() for f in starts if f.exception() is None]
     try:
-        deadline = time.time() + 60
-        for d in daemons:
-            while True:
-                if d.proc.poll() is not None:
-                    raise AssertionError(f"daemon exited:\n{d.log()}")
-                try:
-                    if http("GET", d.url + "/healthz").status == 200:
-                        break
-                except OSError:
-                    pass
-                assert time.time() < deadline, d.log()
-                time.sleep(0.05)
+        for f in starts:
+            f.result()  # a daemon that failed to start fails the test; the other is stopped below
         created = [d for d in daemons if "created user 'admin'" in d.log()]
         assert len(created) == 1, [d.log()[-2000:] for d in daemons]
         token = (data / "admin.token").read_text().strip()
@@ -459,7 +450,6 @@ def test_two_daemons_starting_together_share_one_admin_one_key_and_one_failure_b
         a, b = daemons
         a.ok("POST", "/api/v1/namespaces", body={"name": "team"})
         a.ok("POST", "/api/v1/models", body={"namespace": "team", "name": "m"})
-        import hashlib
         payload = b"shared key"
         oid = hashlib.sha256(payload).hexdigest()
         r = http("POST", f"{a.url}/team/m.git/info/lfs/objects/batch", token=token,
