@@ -306,13 +306,18 @@ class Accounts:
 
     # -- quotas ------------------------------------------------------------------------------------
     @staticmethod
-    async def lock_quota(conn: AsyncConnection, namespace_id: int) -> sa.Row:
-        """The namespace's name and quotas, its row locked until the caller's transaction ends.
-        Every write a quota limits takes this lock and counts usage inside the same transaction,
-        so processes sharing the catalog cannot both pass a check and together exceed the quota
-        (SQLite's write lock already serializes them; on PostgreSQL this row lock does)."""
-        return (await conn.execute(sa.select(namespaces.c.name, namespaces.c.quota_bytes, namespaces.c.quota_models)
-                                   .where(namespaces.c.id == namespace_id).with_for_update())).one()
+    async def lock_quota(conn: AsyncConnection, namespace_id: int) -> sa.Row | None:
+        """The namespace's name and quotas, its row locked until the caller's transaction ends, or
+        None (and nothing locked) when it has no quota. Every write a quota limits takes this lock
+        and counts usage inside the same transaction, so processes sharing the catalog cannot both
+        pass a check and together exceed the quota (SQLite's write lock already serializes them;
+        on PostgreSQL this row lock does, also in ``tx(exclusive=False)``)."""
+        query = sa.select(namespaces.c.name, namespaces.c.quota_bytes, namespaces.c.quota_models).where(
+            namespaces.c.id == namespace_id)
+        row = (await conn.execute(query)).one()
+        if row.quota_bytes is None and row.quota_models is None:
+            return None
+        return (await conn.execute(query.with_for_update())).one()
 
     async def usage(self, namespace_id: int, conn: AsyncConnection | None = None) -> dict:
         """Stored bytes (each distinct object once, however many models link it) and model count.

@@ -18,7 +18,6 @@ from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.portable import insert
 from modelrepo.catalog.schema import lfs_links, lfs_objects
 from modelrepo.catalog.schema import models as models_table
-from modelrepo.catalog.schema import namespaces
 from modelrepo.errors import (
     Conflict,
     InsufficientStorage,
@@ -230,13 +229,12 @@ class Lfs:
             # checking under ours that the bytes are still stored means we never link an object gc removed.
             if await self.store.stat(oid) != size:
                 raise StorageUnavailable("the object was removed while it was being uploaded; upload it again")
-            ns_id, quota = (await conn.execute(
-                sa.select(models_table.c.namespace_id, namespaces.c.quota_bytes)
-                .join(namespaces, namespaces.c.id == models_table.c.namespace_id)
-                .where(models_table.c.id == model_id))).one()
+            ns_id = (await conn.execute(sa.select(models_table.c.namespace_id)
+                                        .where(models_table.c.id == model_id))).scalar_one()
+            limits = await accounts.lock_quota(conn, ns_id)
+            quota = limits.quota_bytes if limits else None
             if quota is not None:
-                ns = await accounts.lock_quota(conn, ns_id)
-                quota, before = ns.quota_bytes, (await accounts.usage(ns_id, conn))["bytes"]
+                before = (await accounts.usage(ns_id, conn))["bytes"]
             await conn.execute(insert(conn, lfs_objects).values(oid=oid, size=size, created_at=now)
                                .on_conflict_do_nothing(index_elements=["oid"]))
             await conn.execute(insert(conn, lfs_links).values(model_id=model_id, oid=oid, created_at=now)
@@ -244,7 +242,7 @@ class Lfs:
             if quota is not None:
                 after = (await accounts.usage(ns_id, conn))["bytes"]
                 if after > before and after > quota:
-                    raise _over_quota(ns.name, before, quota, after - before)
+                    raise _over_quota(limits.name, before, quota, after - before)
         self.on_verified(oid, size)
 
     async def known_size(self, oid: str) -> int | None:

@@ -160,7 +160,8 @@ class Models:
         try:
             async with self.catalog.tx() as conn:
                 # Counted under the namespace's row lock: two processes cannot both take the last place.
-                quota = (await self.accounts.lock_quota(conn, ns.id)).quota_models
+                limits = await self.accounts.lock_quota(conn, ns.id)
+                quota = limits.quota_models if limits else None
                 if quota is not None and (await self.accounts.usage(ns.id, conn))["models"] >= quota:
                     raise Forbidden(f"namespace {ns.name} is at its quota of {quota} models", code="quota_exceeded")
                 res = await conn.execute(models.insert().values(

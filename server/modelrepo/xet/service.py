@@ -158,9 +158,9 @@ class Xet:
                 raise StorageUnavailable("the xorb was removed while it was being uploaded; upload it again")
             # The check above admitted the upload; this one, under the namespace's row lock, decides
             # it for uploads racing from other processes on the catalog.
-            quota = (await self.models.accounts.lock_quota(conn, model.namespace_id)).quota_bytes
-            if quota is not None:
-                await self._check_quota(model, xorb_hex, size, conn, quota)
+            limits = await self.models.accounts.lock_quota(conn, model.namespace_id)
+            if limits is not None and limits.quota_bytes is not None:
+                await self._check_quota(model, xorb_hex, size, conn, limits.quota_bytes)
             await conn.execute(insert(conn, xet_xorbs).values(
                 hash=xorb_hex, object_oid=oid, size=size,
                 unpacked=table.unpacked, data_end=table.data_end, chunks=table.pack(), created_at=now)
