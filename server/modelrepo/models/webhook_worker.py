@@ -165,14 +165,16 @@ class WebhookWorker:
         them with a new claim: the rows to send, with ``claimed_by``/``lease_until`` as stamped."""
         now = time.time()
         claim = f"{self.name}/{secrets.token_hex(4)}"
+        due = (sa.select(deliveries.c.id)
+               .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now,
+                      sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until <= now))
+               .order_by(deliveries.c.next_attempt_at).limit(limit))
+        async with self.catalog.read() as conn:  # an idle poll costs a read, not a write transaction
+            if (await conn.execute(due)).first() is None:
+                return []
         # Row locks decide between claimers (see Catalog.tx): no need to queue behind every writer.
         async with self.catalog.tx(exclusive=False) as conn:
-            ids = (await conn.execute(
-                sa.select(deliveries.c.id)
-                .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now,
-                       sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until <= now))
-                .order_by(deliveries.c.next_attempt_at).limit(limit)
-                .with_for_update(skip_locked=True))).scalars().all()
+            ids = (await conn.execute(due.with_for_update(skip_locked=True))).scalars().all()
             if not ids:
                 return []
             await conn.execute(deliveries.update().where(deliveries.c.id.in_(ids)).values(
