@@ -1,0 +1,350 @@
+"""Replicas behind the front door: nginx with the shipped config (TLS) in front of modelrepo daemons
+that share one catalog (PostgreSQL), one object store (SeaweedFS S3) and one data directory (the
+"shared filesystem" of the repositories), each with its own run directory and worker processes.
+Everything goes through the real git and git-lfs clients over TLS, a real webhook receiver, and
+the catalog and the bucket looked at from outside the daemons."""
+
+import hashlib
+from http.client import HTTPConnection
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+
+from modelrepo import settings as mr_settings
+
+from ..helpers import Daemon, Git, free_port, http, short_tmpdir, start_daemon
+from ..nginxserver import start_nginx
+from .conftest import BUCKET, s3_client
+from .test_hooks_webhooks import Receiver
+
+pytestmark = pytest.mark.skipif(shutil.which("git-lfs") is None or not os.access("/usr/sbin/nginx", os.X_OK),
+                                reason="needs git-lfs and nginx (apt-get install git-lfs nginx-light)")
+MiB = 1024 * 1024
+FAST_RETRIES = {"MODELREPO_WEBHOOKS__BACKOFF_BASE": "0.2", "MODELREPO_WEBHOOKS__BACKOFF_MAX": "1"}
+
+
+def _has(section: type, key: str) -> bool:
+    return key in {f.name for f in mr_settings.dataclasses.fields(section)}
+
+
+# What the checkout supports: the catalog on PostgreSQL (catalog.url), a run directory per daemon
+# (server.run_dir: the hook socket is per host, so two daemons can share a data directory) and
+# worker processes (server.workers). Without a run directory the cluster is one daemon.
+PG_CATALOG = _has(mr_settings.Settings, "catalog")
+RUN_DIR = _has(mr_settings.ServerSettings, "run_dir")
+WORKERS = _has(mr_settings.ServerSettings, "workers")
+REPLICAS = 2 if RUN_DIR else 1
+needs_two = pytest.mark.skipif(REPLICAS < 2, reason="two daemons on one data directory need server.run_dir")
+
+
+@dataclass
+class Cluster:
+    replicas: list[Daemon]
+    proxy: object
+    data: Path
+    s3: object
+    prefix: str
+    catalog_url: str | None
+    pg: object | None
+    tokens: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    def api(self, method: str, path: str, token: str = "admin", body=None, base: str | None = None):
+        return http(method, (base or self.url) + path, token=self.tokens[token], body=body,
+                    context=self.proxy.ssl_context())
+
+    def ok(self, method: str, path: str, token: str = "admin", body=None, base: str | None = None):
+        r = self.api(method, path, token, body, base)
+        assert 200 <= r.status < 300, (method, path, r.status, r.body)
+        return r.json() if r.body else None
+
+    def git_url(self, repo: str, user: str = "alice", base: str | None = None) -> str:
+        """Through the proxy by default; ``base`` names one replica directly."""
+        parts = urlsplit(base or self.url)
+        return f"{parts.scheme}://{user}:{self.tokens[user]}@{parts.netloc}/{repo}.git"
+
+    def git(self, home: Path) -> Git:
+        g = Git(home)
+        g.env["GIT_SSL_CAINFO"] = self.proxy.ca_file  # git and git-lfs trust the proxy's certificate
+        return g
+
+    def s3_keys(self) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=self.prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def catalog_rows(self, sql: str) -> list[tuple]:
+        """Read the catalog from outside the daemons, as an operator would."""
+        if self.pg is not None:
+            db = urlsplit(self.catalog_url).path.lstrip("/")
+            return [tuple(line.split("|")) for line in self.pg.psql(sql, db).splitlines() if line]
+        with sqlite3.connect(f"file:{self.data / 'catalog.db'}?mode=ro", uri=True) as db:
+            return [tuple(str(v) for v in row) for row in db.execute(sql)]
+
+    def processes(self, replica: Daemon) -> list[psutil.Process]:
+        try:
+            parent = psutil.Process(replica.proc.pid)
+            return [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+
+def _bytes_read(procs: list[psutil.Process]) -> int:
+    """Bytes a replica's processes have read from any file descriptor, sockets included (rchar)."""
+    total = 0
+    for p in procs:
+        try:
+            total += p.io_counters().read_chars
+        except psutil.Error:
+            pass
+    return total
+
+
+@pytest.fixture(scope="module")
+def cluster(request, s3_server):
+    pg = request.getfixturevalue("pg_server") if PG_CATALOG else None
+    catalog_url = pg.url() if pg else None
+    root = short_tmpdir("mrrep")
+    data = root / "data"
+    prefix = f"rep{int(time.time() * 1000)}/"
+    ports = [free_port() for _ in range(REPLICAS)]
+    https_port = free_port()
+    env = {"MODELREPO_SERVER__PUBLIC_URL": f"https://127.0.0.1:{https_port}",
+           "MODELREPO_LFS__STORAGE": "s3", "MODELREPO_LFS__S3__BUCKET": BUCKET, "MODELREPO_LFS__S3__PREFIX": prefix,
+           "MODELREPO_LFS__S3__ENDPOINT_URL": s3_server.endpoint, "MODELREPO_LFS__S3__REGION": s3_server.region,
+           "MODELREPO_LFS__S3__ACCESS_KEY_ID": s3_server.access_key,
+           "MODELREPO_LFS__S3__SECRET_ACCESS_KEY": s3_server.secret_key, **FAST_RETRIES}
+    if catalog_url:
+        env["MODELREPO_CATALOG__URL"] = catalog_url
+    replicas: list[Daemon] = []
+    proxy = None
+    try:
+        for i, port in enumerate(ports):
+            extra = dict(env)
+            if RUN_DIR:
+                extra["MODELREPO_SERVER__RUN_DIR"] = str(root / f"run{i}")
+            replicas.append(start_daemon(data, port=port, extra_env=extra,
+                                         args=["--workers", "2"] if WORKERS else []))
+        proxy = start_nginx([f"127.0.0.1:{p}" for p in ports], https_port=https_port)
+        c = Cluster(replicas=replicas, proxy=proxy, data=data, s3=s3_client(s3_server), prefix=prefix,
+                    catalog_url=catalog_url, pg=pg, tokens={"admin": replicas[0].admin_token})
+        c.ok("POST", "/api/v1/namespaces", body={"name": "acme"})
+        for user in ("alice", "ada"):
+            c.ok("POST", "/api/v1/users", body={"name": user})
+            c.tokens[user] = c.ok("POST", f"/api/v1/users/{user}/tokens",
+                                  body={"scopes": ["admin" if user == "ada" else "write"], "name": "t"})["token"]
+        c.ok("PUT", "/api/v1/namespaces/acme/members/alice", body={"role": "writer"})
+        c.ok("PUT", "/api/v1/namespaces/acme/members/ada", body={"role": "admin"})
+        yield c
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        for d in replicas:
+            if d.proc.poll() is None:
+                rc = d.stop(signal.SIGTERM)
+                assert rc == 0, f"replica on {d.port} exited with {rc} on SIGTERM:\n{d.log()[-4000:]}"
+        shutil.rmtree(root, ignore_errors=True)
+
+
+CATALOG_REFS = ('SELECT r.kind, r.name, r."commit" FROM model_refs r JOIN models m ON m.id = r.model_id '
+                "WHERE m.name = '{name}' ORDER BY r.kind, r.name")
+
+
+def new_model(c: Cluster, name: str, base: str | None = None) -> str:
+    c.ok("POST", "/api/v1/models", body={"namespace": "acme", "name": name, "visibility": "private"}, base=base)
+    return f"acme/{name}"
+
+
+def test_http_is_redirected_to_https_and_urls_name_the_front_door(cluster):
+    c = cluster
+    conn = HTTPConnection("127.0.0.1", c.proxy.http_port, timeout=30)
+    conn.request("GET", "/acme/anything.git/info/refs?service=git-upload-pack")
+    resp = conn.getresponse()
+    assert resp.status == 301
+    assert resp.getheader("Location") == "https://127.0.0.1/acme/anything.git/info/refs?service=git-upload-pack"
+    conn.close()
+    # Clone URLs are built from server.public_url, whichever replica answers.
+    repo = new_model(c, "urls")
+    for d in c.replicas:
+        assert c.ok("GET", f"/api/v1/models/{repo}", base=d.url)["clone_url"] == f"{c.url}/{repo}.git"
+    # Private stays private through the proxy: same 404 as a model that does not exist.
+    missing = c.api("GET", "/api/v1/models/acme/nope", token="alice")
+    assert c.api("GET", f"/api/v1/models/{repo}", token="ada").status == 200
+    c.ok("POST", "/api/v1/users", body={"name": "mallory"})
+    c.tokens["mallory"] = c.ok("POST", "/api/v1/users/mallory/tokens", body={"scopes": ["read"], "name": "t"})["token"]
+    hidden = c.api("GET", f"/api/v1/models/{repo}", token="mallory")
+    assert (hidden.status, hidden.body) == (404, c.api("GET", "/api/v1/models/acme/nope", token="mallory").body)
+    assert missing.status == 404
+
+
+def test_git_and_lfs_through_tls(cluster, tmp_path):
+    """Clone, push and an LFS object through nginx with TLS; LFS hrefs point at the front door."""
+    c = cluster
+    repo = new_model(c, "tls")
+    git = c.git(tmp_path / "home")
+    work = git.new_repo(tmp_path / "w")
+    git.run("lfs", "track", "*.safetensors", cwd=work)
+    weights = os.urandom(3 * MiB)
+    git.commit(work, {"config.json": "{}", "model.safetensors": weights}, "weights")
+    git.run("push", c.git_url(repo), "main", cwd=work)
+    clone = tmp_path / "clone"
+    git.run("clone", c.git_url(repo), str(clone))
+    assert (clone / "model.safetensors").read_bytes() == weights
+    git.run("fsck", "--full", cwd=clone)
+    served = [line for line in c.proxy.access_log() if "/acme/tls.git/" in line]
+    assert any("git-receive-pack" in line and " 200 " in line for line in served)
+    assert any("/info/lfs/objects/" in line and "PUT " in line and " 200 " in line for line in served)
+
+
+@needs_two
+def test_a_model_created_on_one_replica_is_visible_on_the_other(cluster):
+    c = cluster
+    first, second = c.replicas
+    repo = new_model(c, "seen", base=first.url)
+    assert c.ok("GET", f"/api/v1/models/{repo}", base=second.url)["name"] == "seen"
+    c.ok("DELETE", f"/api/v1/models/{repo}", base=second.url)
+    assert c.api("GET", f"/api/v1/models/{repo}", base=first.url).status == 404
+
+
+def test_racing_pushes_one_winner_each_round(cluster, tmp_path):
+    """8 clients push different commits on the same tip to one branch, through the proxy (so
+    through every replica): git's ref locking on the shared filesystem lets exactly one win."""
+    c = cluster
+    repo = new_model(c, "race")
+    git = c.git(tmp_path / "home")
+    seed = git.new_repo(tmp_path / "seed", {"README.md": "# race\n"})
+    git.run("push", c.git_url(repo), "main", cwd=seed)
+    clients = []
+    for i in range(8):
+        work = tmp_path / f"c{i}"
+        git.run("clone", "-q", c.git_url(repo), str(work))
+        clients.append(work)
+    before = len(c.proxy.access_log())
+    for rnd in range(3):
+        tips = []
+        for i, work in enumerate(clients):
+            git.run("fetch", "-q", "origin", cwd=work)
+            git.run("reset", "-q", "--hard", "origin/main", cwd=work)
+            tips.append(git.commit(work, {f"round{rnd}/client{i}.txt": f"{rnd}:{i}\n"}, f"round {rnd} client {i}"))
+        results: list = [None] * len(clients)
+        start = threading.Barrier(len(clients))
+
+        def push(i: int) -> None:
+            start.wait()
+            results[i] = git.run("push", "-q", "origin", "main", cwd=clients[i], check=False)
+
+        threads = [threading.Thread(target=push, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        winners = [i for i, r in enumerate(results) if r.returncode == 0]
+        assert len(winners) == 1, [(r.returncode, r.stderr.decode(errors="replace")[-300:]) for r in results]
+        tip = git.out("ls-remote", c.git_url(repo), "refs/heads/main").split()[0]
+        assert tip == tips[winners[0]]
+        # The catalog says what the repository says (post-receive ran before the winner's push returned).
+        assert c.catalog_rows(CATALOG_REFS.format(name="race")) == [("branch", "main", tip)]
+        for d in c.replicas:
+            assert c.ok("GET", f"/api/v1/models/{repo}/refs", base=d.url)["branches"][0]["commit"] == tip
+    bare = c.data / "repos" / "acme" / "race.git"
+    git.run("fsck", "--full", "--strict", cwd=bare)
+    pushes = [line for line in c.proxy.access_log()[before:] if "POST /acme/race.git/git-receive-pack" in line]
+    assert {line.split()[-2] for line in pushes} == {f"127.0.0.1:{d.port}" for d in c.replicas}
+
+
+@needs_two
+def test_lfs_object_pushed_through_one_replica_clones_through_the_other(cluster, tmp_path):
+    c = cluster
+    first, second = c.replicas
+    repo = new_model(c, "shared-lfs")
+    git = c.git(tmp_path / "home")
+    work = git.new_repo(tmp_path / "w")
+    git.run("lfs", "track", "*.bin", cwd=work)
+    weights = os.urandom(5 * MiB)
+    git.commit(work, {"pytorch_model.bin": weights}, "weights")
+    git.run("push", c.git_url(repo, base=first.url), "main", cwd=work)
+    for base in (second.url, c.url):
+        clone = tmp_path / f"clone{urlsplit(base).port}"
+        git.run("clone", c.git_url(repo, base=base), str(clone))
+        assert (clone / "pytorch_model.bin").read_bytes() == weights
+
+
+def test_tag_events_delivered_exactly_once(cluster, tmp_path):
+    """Every replica's every worker delivers from the one outbox: each tag event arrives once."""
+    c = cluster
+    repo = new_model(c, "released")
+    git = c.git(tmp_path / "home")
+    work = git.new_repo(tmp_path / "w", {"README.md": "# released\n"})
+    git.run("push", c.git_url(repo), "main", cwd=work)
+    tags = [f"v{i}" for i in range(6)]
+    with Receiver() as rx:
+        c.ok("POST", f"/api/v1/models/{repo}/webhooks", token="ada",
+             body={"url": rx.url, "secret": "s", "events": ["tag.created"]})
+        for tag in tags:
+            git.run("tag", "-a", tag, "-m", tag, cwd=work)
+            git.run("push", "-q", c.git_url(repo), tag, cwd=work)
+        rx.wait(len(tags))
+        time.sleep(3)  # time for a second delivery, were there going to be one
+        ids = [r["headers"]["X-Modelrepo-Delivery"] for r in rx.requests]
+        assert len(ids) == len(set(ids)) == len(tags), ids
+        assert {r["headers"]["X-Modelrepo-Attempt"] for r in rx.requests} == {"1"}
+        assert sorted(json.loads(r["body"])["tag"] for r in rx.requests) == tags
+
+
+@pytest.mark.slow
+@needs_two
+def test_sigkill_of_a_replica_mid_upload(cluster, tmp_path):
+    """The replica receiving a big LFS object dies (SIGKILL, all its processes): nothing partial is
+    visible, and the client's retry through the front door reaches the other replica and succeeds."""
+    c = cluster
+    repo = new_model(c, "crash")
+    git = c.git(tmp_path / "home")
+    work = git.new_repo(tmp_path / "w")
+    git.run("lfs", "track", "*.safetensors", cwd=work)
+    weights = os.urandom(192 * MiB)
+    git.commit(work, {"model.safetensors": weights}, "big weights")
+    oid = hashlib.sha256(weights).hexdigest()
+    del weights
+    env = {**git.env}
+    cmd = ["git", "-c", "lfs.transfer.maxretries=1", "push", c.git_url(repo), "main"]
+    baseline = {d.port: _bytes_read(c.processes(d)) for d in c.replicas}
+    pusher = psutil.Popen(cmd, cwd=work, env=env, stdout=open(tmp_path / "push1.log", "wb"), stderr=-2)
+    victim = None
+    deadline = time.time() + 120
+    while victim is None:
+        assert pusher.poll() is None, "the upload finished before a replica could be killed"
+        assert time.time() < deadline, "no replica received the upload"
+        for d in c.replicas:
+            if _bytes_read(c.processes(d)) - baseline[d.port] > 32 * MiB:
+                victim = d
+                break
+        time.sleep(0.02)
+    os.killpg(victim.proc.pid, signal.SIGKILL)  # the replica's whole process group: the machine died
+    victim.proc.wait(30)
+    assert pusher.wait(300) != 0, (tmp_path / "push1.log").read_text()
+    # Nothing partial: no object in the bucket, no row in the catalog, the branch never moved.
+    assert not [k for k in c.s3_keys() if oid in k]
+    assert c.catalog_rows(f"SELECT oid FROM lfs_objects WHERE oid = '{oid}'") == []
+    survivor = next(d for d in c.replicas if d is not victim)
+    assert c.ok("GET", f"/api/v1/models/{repo}/refs", base=survivor.url)["branches"] == []
+    assert c.catalog_rows(CATALOG_REFS.format(name="crash")) == []
+    # The client retries through the front door: nginx finds the dead replica refusing connections
+    # and passes the requests to the other one.
+    git.run("push", c.git_url(repo), "main", cwd=work)
+    assert c.catalog_rows(f"SELECT oid FROM lfs_objects WHERE oid = '{oid}'") == [(oid,)]
+    assert [k for k in c.s3_keys() if k.endswith(oid)]
+    clone = tmp_path / "clone"
+    git.run("clone", c.git_url(repo), str(clone))
+    assert hashlib.sha256((clone / "model.safetensors").read_bytes()).hexdigest() == oid
