@@ -5,7 +5,7 @@ Everything goes through the real git and git-lfs clients over TLS, a real webhoo
 the catalog and the bucket looked at from outside the daemons."""
 
 import hashlib
-from http.client import HTTPConnection
+from http.client import HTTPConnection, HTTPSConnection
 import json
 import os
 import shutil
@@ -125,7 +125,9 @@ def cluster(request, s3_server):
            "MODELREPO_LFS__STORAGE": "s3", "MODELREPO_LFS__S3__BUCKET": BUCKET, "MODELREPO_LFS__S3__PREFIX": prefix,
            "MODELREPO_LFS__S3__ENDPOINT_URL": s3_server.endpoint, "MODELREPO_LFS__S3__REGION": s3_server.region,
            "MODELREPO_LFS__S3__ACCESS_KEY_ID": s3_server.access_key,
-           "MODELREPO_LFS__S3__SECRET_ACCESS_KEY": s3_server.secret_key, **FAST_RETRIES}
+           "MODELREPO_LFS__S3__SECRET_ACCESS_KEY": s3_server.secret_key, **FAST_RETRIES,
+           # nginx connects from 127.0.0.1; its X-Forwarded-For names the client.
+           "MODELREPO_SERVER__TRUSTED_PROXIES": "[127.0.0.1]", "MODELREPO_AUTH__MAX_FAILURES": "3"}
     if catalog_url:
         env["MODELREPO_CATALOG__URL"] = catalog_url
     replicas: list[Daemon] = []
@@ -206,6 +208,35 @@ def test_git_and_lfs_through_tls(cluster, tmp_path):
     served = [line for line in c.proxy.access_log() if "/acme/tls.git/" in line]
     assert any("git-receive-pack" in line and " 200 " in line for line in served)
     assert any("/info/lfs/objects/" in line and "PUT " in line and " 200 " in line for line in served)
+
+
+def _get_from(c: Cluster, source: str, path: str, token: str, forwarded_for: str | None = None):
+    """A request to the front door from the loopback address ``source`` (any 127.x is ours)."""
+    conn = HTTPSConnection("127.0.0.1", c.proxy.https_port, timeout=30, source_address=(source, 0),
+                           context=c.proxy.ssl_context())
+    headers = {"Authorization": f"Bearer {token}", **({"X-Forwarded-For": forwarded_for} if forwarded_for else {})}
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_the_brute_force_guard_sees_clients_not_the_proxy(cluster):
+    """Behind nginx every request comes from the proxy; the replicas trust its X-Forwarded-For, so
+    one client guessing tokens is locked out alone, and cannot pass itself off as another."""
+    c = cluster
+    statuses = []
+    for _ in range(40):  # each worker process keeps its own count unless the guard is shared
+        status, body = _get_from(c, "127.0.0.2", "/api/v1/user", "mr_wrong", forwarded_for="127.0.0.3")
+        statuses.append(status)
+        if status == 429:
+            assert b"from 127.0.0.2;" in body, body  # the address nginx saw, not the one claimed
+            break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {401}, statuses
+    for _ in range(6):
+        assert _get_from(c, "127.0.0.3", "/api/v1/user", c.tokens["alice"])[0] == 200
 
 
 @needs_two
