@@ -76,7 +76,8 @@ def build_services(settings: Settings) -> Services:
     what services call after committing events) but not started: the daemon starts it; a CLI
     command's events wait in the outbox for the daemon's worker."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog.open(settings.catalog_path)
+    catalog = Catalog.open(settings.catalog_url, pool_size=settings.catalog.pool_size,
+                           max_overflow=settings.catalog.max_overflow)
     metrics = Metrics()
     accounts = Accounts(catalog)
     worker = WebhookWorker(catalog, settings.webhooks, metrics)

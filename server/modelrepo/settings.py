@@ -212,6 +212,17 @@ class LfsSettings:
 
 
 @dataclass(frozen=True)
+class CatalogSettings:
+    # Where the catalog lives: null means the embedded SQLite file DATA/catalog.db; or
+    # sqlite:///PATH, or postgresql://USER:PASSWORD@HOST:PORT/DB (driven with asyncpg). Several
+    # daemons (replicas, workers) can share one PostgreSQL catalog; an SQLite one is for one machine.
+    url: str | None = None
+    # PostgreSQL only: connections each process keeps open, and how many more it may open at a peak.
+    pool_size: int = 5
+    max_overflow: int = 10
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("./data")
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -223,6 +234,7 @@ class Settings:
     push: PushSettings = field(default_factory=PushSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    catalog: CatalogSettings = field(default_factory=CatalogSettings)
 
     @property
     def lfs_dir(self) -> Path:
@@ -233,7 +245,15 @@ class Settings:
         return self.data_dir / "secret.key"
 
     @property
+    def catalog_url(self) -> str:
+        """The catalog's URL as ``catalog.db_url`` understands it (sqlite:///… or postgresql://…)."""
+        return self.catalog.url or f"sqlite:///{self.data_dir / 'catalog.db'}"
+
+    @property
     def catalog_path(self) -> Path:
+        """The SQLite catalog's file (the default DATA/catalog.db); meaningless on PostgreSQL."""
+        if self.catalog.url and self.catalog.url.startswith("sqlite"):
+            return Path(self.catalog.url.split(":///", 1)[1])
         return self.data_dir / "catalog.db"
 
     @property
@@ -335,8 +355,10 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         if isinstance(value, (int, float)) and path[-1] in {"listen", "public_url", "realm", "binary",
                                                             "data_dir", "default_branch", "bucket", "prefix",
                                                             "access_key_id", "secret_access_key", "region",
-                                                            "endpoint_url"}:
+                                                            "endpoint_url", "url"}:
             value = raw
+        if path == ["catalog", "url"] and value is not None:
+            value = raw  # a URL is never YAML: "sqlite:///:memory:" would parse as a mapping
         _set_path(tree, path, value)
     return tree
 
@@ -395,7 +417,16 @@ def load_settings(
         raise ConfigError(str(exc)) from exc
     _validate(settings)
     # Absolute from here on: git runs hooks with the repository as cwd, and they need our socket.
-    return dataclasses.replace(settings, data_dir=settings.data_dir.expanduser().resolve())
+    settings = dataclasses.replace(settings, data_dir=settings.data_dir.expanduser().resolve())
+    if settings.catalog.url:
+        from modelrepo.catalog.urls import BadCatalogUrl, normalize  # noqa: PLC0415 - sqlalchemy when configured
+
+        try:
+            url = normalize(settings.catalog.url)
+        except BadCatalogUrl as exc:
+            raise ConfigError(str(exc)) from None
+        settings = dataclasses.replace(settings, catalog=dataclasses.replace(settings.catalog, url=url))
+    return settings
 
 
 def _validate(s: Settings) -> None:
@@ -428,6 +459,8 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"limits.{key}: must be at least 1")
     if s.limits.header_timeout <= 0 or s.limits.body_idle_timeout <= 0:
         raise ConfigError("limits.header_timeout and limits.body_idle_timeout: must be more than 0")
+    if s.catalog.pool_size < 1 or s.catalog.max_overflow < 0:
+        raise ConfigError("catalog.pool_size: must be at least 1 (and catalog.max_overflow at least 0)")
     if s.lfs.max_batch_objects < 1:
         raise ConfigError("lfs.max_batch_objects: must be at least 1")
     if s.lfs.s3.endpoint_url and not re.match(r"^https?://[^/\s]+/?$", s.lfs.s3.endpoint_url):

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.portable import insert
 from modelrepo.catalog.schema import (
     lfs_links,
     lfs_objects,
@@ -253,7 +254,7 @@ class Accounts:
         ns = await self.get_namespace(ns_name)
         user = await self.get_user(user_name)
         async with self.catalog.tx() as conn:
-            stmt = sa.dialects.sqlite.insert(memberships).values(namespace_id=ns.id, user_id=user.id, role=role)
+            stmt = insert(conn, memberships).values(namespace_id=ns.id, user_id=user.id, role=role)
             await conn.execute(stmt.on_conflict_do_update(index_elements=["namespace_id", "user_id"],
                                                           set_={"role": role}))
         return {"namespace": ns.name, "user": user.name, "role": role}

@@ -1,20 +1,46 @@
-"""Catalog connection: migrations at open, SQLite pragmas, one transaction helper.
+"""Catalog connection: migrations at open, the engine for SQLite or PostgreSQL, one transaction helper.
 
-The daemon and the admin CLI open the same file at the same time, so SQLite runs in WAL mode with
-a busy timeout: readers never block the writer and a short write from the CLI waits its turn.
+SQLite (the embedded default): the daemon and the admin CLI open the same file at the same time,
+so it runs in WAL mode with a busy timeout: readers never block the writer and a short write from
+the CLI waits its turn.
+
+PostgreSQL (replicas and worker processes sharing one catalog), driven with asyncpg through
+SQLAlchemy, so the same queries run on both. The services were written for SQLite's "one writer at
+a time"; ``Catalog.tx`` keeps exactly that on PostgreSQL with a catalog-wide advisory lock (below).
 """
 
-from collections.abc import AsyncIterator
+import asyncio
+import concurrent.futures
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from modelrepo.catalog import urls
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# PostgreSQL advisory lock keys (64-bit, one namespace per database): the catalog-wide write lock
+# that ``tx()`` takes, and the lock around migrations so that two replicas starting together do
+# not both upgrade. Arbitrary constants; "modelrep" in ASCII, and the next one.
+CATALOG_LOCK = 0x6D6F64656C726570
+MIGRATION_LOCK = CATALOG_LOCK + 1
+# How long connecting to a PostgreSQL catalog may take before start-up gives up, in seconds.
+CONNECT_TIMEOUT = 10.0
+
+log = structlog.get_logger("modelrepo.catalog")
+
+
+class CatalogUnavailable(ConnectionError):
+    """The catalog's database server cannot be reached or refused us (a start-up error in words).
+
+    A ``ConnectionError`` (an ``OSError``), so the daemon's start-up reports it like a port it
+    cannot bind."""
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -25,43 +51,145 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def migrate(path: Path) -> None:
-    """Bring the catalog at ``path`` to the newest schema (synchronous; call before serving)."""
-    engine = sa.create_engine(f"sqlite:///{path}")
+def catalog_url(target: Path | str) -> str:
+    """A path is an SQLite file (what callers passed before PostgreSQL); a string is a catalog URL."""
+    return f"sqlite:///{Path(target).resolve()}" if isinstance(target, Path) else urls.normalize(target)
+
+
+def _alembic_upgrade(conn: sa.Connection) -> None:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+
+
+def _run_blocking(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run a coroutine to completion from synchronous code, inside a running event loop or not.
+
+    ``Catalog.open`` is synchronous (the composition root builds everything before serving) but is
+    called from the daemon's and the CLI's event loop; a private loop in a thread runs the
+    PostgreSQL work there. Blocking start-up is intended: nothing is served before the catalog is
+    current."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="catalog-open") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
+def pg_engine(url: str, **pool: Any) -> AsyncEngine:
+    """An asyncpg engine; ``pool`` are SQLAlchemy pool arguments (``poolclass=NullPool`` for one-shots)."""
+    return create_async_engine(urls.async_url(url), connect_args={
+        "timeout": CONNECT_TIMEOUT, "server_settings": {"application_name": "modelrepo"}}, **pool)
+
+
+@asynccontextmanager
+async def pg_connect(url: str, engine: AsyncEngine | None = None) -> AsyncIterator[AsyncConnection]:
+    """A connection, or ``CatalogUnavailable`` saying why not (refused, wrong password, no database)."""
+    own = engine is None
+    engine = engine or pg_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        try:
+            conn = await engine.connect()
+        except (OSError, asyncio.TimeoutError, sa.exc.DBAPIError) as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise CatalogUnavailable(f"cannot connect to the catalog at {urls.redacted(url)}: "
+                                     f"{str(reason).strip() or type(reason).__name__}") from None
+        try:
+            yield conn
+        finally:
+            await conn.close()
+    finally:
+        if own:
+            await engine.dispose()
+
+
+async def _migrate_pg(url: str) -> None:
+    async with pg_connect(url) as conn:
+        # A session lock held across the upgrade: a second replica starting now waits here, then
+        # finds nothing left to do. PostgreSQL's DDL is transactional, so the upgrade is all or nothing.
+        await conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        await conn.commit()
+        try:
+            await conn.run_sync(_alembic_upgrade)
+            await conn.commit()
+        finally:
+            await conn.rollback()
+            await conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+            await conn.commit()
+
+
+def migrate(target: Path | str) -> None:
+    """Bring the catalog (an SQLite path, or a catalog URL) to the newest schema (synchronous; call
+    before serving)."""
+    url = catalog_url(target)
+    if urls.dialect(url) == "postgresql":
+        _run_blocking(lambda: _migrate_pg(url))
+        return
+    path = urls.sqlite_path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url)
     sa.event.listen(engine, "connect", _sqlite_pragmas)
     with engine.begin() as conn:
         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        _alembic_upgrade(conn)
     engine.dispose()
 
 
 class Catalog:
     """An async engine plus the transaction helper every service uses."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, url: str | None = None) -> None:
         self.engine = engine
+        self.url = url or engine.url.render_as_string(hide_password=False)
+        self.dialect = engine.dialect.name  # "sqlite" | "postgresql"
 
     @classmethod
-    def open(cls, path: Path) -> "Catalog":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        migrate(path)
-        engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    def open(cls, target: Path | str, *, pool_size: int = 5, max_overflow: int = 10) -> "Catalog":
+        """Migrate, then open. ``target``: an SQLite file path, or a catalog URL (``catalog.url``).
+
+        PostgreSQL: a pool of ``pool_size`` connections per process (plus ``max_overflow`` at a
+        peak; several processes share the server's ``max_connections``), each checked with a
+        ping when taken from the pool, so a server restart costs one failed ping, not a request."""
+        url = catalog_url(target)
+        migrate(url)
+        if urls.dialect(url) == "postgresql":
+            engine = pg_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
+                               pool_recycle=1800)
+            return cls(engine, url)
+        engine = create_async_engine(urls.async_url(url))
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return cls(engine)
+        return cls(engine, url)
 
     @asynccontextmanager
-    async def tx(self) -> AsyncIterator[AsyncConnection]:
+    async def tx(self, *, exclusive: bool = True) -> AsyncIterator[AsyncConnection]:
         """One transaction: committed when the block ends, rolled back on any exception.
 
-        SQLite's deferred BEGIN upgrades to a write lock lazily, which can deadlock two writers
-        that both read first; BEGIN IMMEDIATE takes the write lock up front and waits on busy.
+        SQLite: the deferred BEGIN upgrades to a write lock lazily, which can deadlock two writers
+        that both read first; BEGIN IMMEDIATE takes the write lock up front and waits on busy. One
+        writer at a time, whatever ``exclusive`` says.
+
+        PostgreSQL: by default the transaction takes the catalog-wide advisory lock
+        (``pg_advisory_xact_lock``, released at commit or rollback), the exact "one writer at a
+        time" the services were written for: read-check-write sequences (quotas, name checks, gc's
+        re-check before a store delete, delete-dependency checks) stay correct across processes.
+        ``exclusive=False`` takes the same lock shared instead: such transactions run alongside each
+        other but never alongside an exclusive one (gc, model deletion). It is for reviewed hot paths
+        whose writes are safe concurrently with row locks and ``ON CONFLICT`` alone:
+        - LFS object registration (``Lfs.record``): two inserts ``ON CONFLICT DO NOTHING``; its
+          "still stored?" check relies only on gc's exclusive lock, which the shared one excludes;
+        - the inspections upsert (``Inspections._save``): one ``ON CONFLICT DO UPDATE`` by OID;
+        - Xet xorb and file registration (``Xet``): inserts ``ON CONFLICT DO NOTHING``, rows
+          written in sorted order so that two uploads sharing chunks cannot deadlock.
         """
         async with self.engine.connect() as conn:
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if self.dialect == "sqlite":
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+                await conn.exec_driver_sql(f"SELECT {lock}({CATALOG_LOCK})")
             try:
                 yield conn
             except BaseException:

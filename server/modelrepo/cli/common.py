@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from modelrepo.accounts.access import Identity
+from modelrepo.catalog.db import CatalogUnavailable
 from modelrepo.errors import ModelrepoError
 from modelrepo.log import configure_logging
 from modelrepo.services import build_services
@@ -81,6 +82,8 @@ def run_service(fn: Callable[..., Coroutine]) -> Callable:
             asyncio.run(go())
         except ModelrepoError as exc:
             raise click.ClickException(exc.message) from None
+        except CatalogUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
 
     return wrapper
 

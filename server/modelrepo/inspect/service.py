@@ -13,9 +13,9 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.portable import insert
 from modelrepo.catalog.schema import inspections
 from modelrepo.inspect.formats import VERSION, inspect_file, worth_inspecting
 from modelrepo.inspect.reader import RangeReader, bytes_reader, store_fetcher
@@ -104,8 +104,8 @@ class Inspections:
     async def _save(self, key: str, result: dict, bytes_read: int) -> None:
         values = {"kind": result["kind"], "status": result.get("status"), "result": json.dumps(result),
                   "version": VERSION, "bytes_read": bytes_read, "inspected_at": time.time()}
-        async with self.catalog.tx() as conn:
-            await conn.execute(sqlite_insert(inspections).values(oid=key, **values)
+        async with self.catalog.tx(exclusive=False) as conn:  # one upsert by OID (see Catalog.tx)
+            await conn.execute(insert(conn, inspections).values(oid=key, **values)
                                .on_conflict_do_update(index_elements=["oid"], set_=values))
 
     async def drain(self) -> None:

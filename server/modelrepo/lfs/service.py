@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.portable import insert
 from modelrepo.catalog.schema import lfs_links, lfs_objects
 from modelrepo.catalog.schema import models as models_table
 from modelrepo.errors import (
@@ -219,14 +219,15 @@ class Lfs:
     async def record(self, model_id: int, oid: str, size: int) -> None:
         """The object's bytes are verified and in the store: record it and link it, in one transaction."""
         now = time.time()
-        async with self.catalog.tx() as conn:
-            # gc deletes unlinked objects from the store while holding this write lock: checking
-            # under it that the bytes are still stored means we never link an object gc removed.
+        # Not exclusive (see Catalog.tx): two inserts ON CONFLICT DO NOTHING, safe side by side.
+        async with self.catalog.tx(exclusive=False) as conn:
+            # gc deletes unlinked objects from the store while holding the exclusive write lock:
+            # checking under ours that the bytes are still stored means we never link an object gc removed.
             if await self.store.stat(oid) != size:
                 raise StorageUnavailable("the object was removed while it was being uploaded; upload it again")
-            await conn.execute(sqlite_insert(lfs_objects).values(oid=oid, size=size, created_at=now)
+            await conn.execute(insert(conn, lfs_objects).values(oid=oid, size=size, created_at=now)
                                .on_conflict_do_nothing(index_elements=["oid"]))
-            await conn.execute(sqlite_insert(lfs_links).values(model_id=model_id, oid=oid, created_at=now)
+            await conn.execute(insert(conn, lfs_links).values(model_id=model_id, oid=oid, created_at=now)
                                .on_conflict_do_nothing(index_elements=["model_id", "oid"]))
         self.on_verified(oid, size)
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.portable import json_text
 from modelrepo.catalog.schema import deployments, memberships, model_card_tags, model_files, models, namespaces
 from modelrepo.errors import Conflict, Forbidden, InvalidInput
 from modelrepo.names import check_name, check_ref_name
@@ -206,7 +207,7 @@ class Models:
         if pipeline_tag:
             query = query.where(models.c.pipeline_tag == pipeline_tag)
         if card_license:
-            query = query.where(sa.func.json_extract(models.c.card_json, "$.license") == card_license)
+            query = query.where(json_text(models.c.card_json, "license") == card_license)
         if search:
             like = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             query = query.where(sa.or_(sa.func.lower(models.c.name).like(like, escape="\\"),

@@ -39,10 +39,13 @@ with a bitmap serves clones by reuse. Weights live in LFS, so repacking a model 
 data is cheap and we do it early. ``git gc`` keeps git's default prune expiry (2 weeks), which is
 what makes it safe next to pushes in flight and the Hub API's object writes.
 
-**Ordering and the catalog lock.** An unlinked object is deleted inside one ``BEGIN IMMEDIATE``
+**Ordering and the catalog lock.** An unlinked object is deleted inside one ``Catalog.tx()``
 transaction: re-check that nothing links it, delete it from the store, delete its row, commit.
-Holding SQLite's write lock across the store delete means no link can be committed for that OID
-meanwhile, and the store delete comes first so that the durable states are:
+That transaction holds the catalog's whole-catalog write lock: SQLite's ``BEGIN IMMEDIATE``, or on
+PostgreSQL the exclusive catalog advisory lock, which the LFS and Xet registrations' shared one
+(``tx(exclusive=False)``) waits for, so it holds across every daemon sharing the catalog. Holding
+it across the store delete means no link can be committed for that OID meanwhile, and the store
+delete comes first so that the durable states are:
 
 - crash after the store delete, before the commit: the row survives without its object. Nothing
   links it (we checked under the lock), an upload of that OID finds no stored bytes and writes

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from modelrepo.accounts.access import Identity
 from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.portable import insert
 from modelrepo.catalog.schema import models as models_table, namespaces
 from modelrepo.catalog.schema import xet_dedup, xet_file_links, xet_files, xet_xorb_links, xet_xorbs
 from modelrepo.errors import (
@@ -151,22 +151,22 @@ class Xet:
             del data
         eligible = [c.hash for c in table.chunks if hashes.dedup_eligible(c.hash)] + [table.chunks[0].hash]
         now = time.time()
-        async with self.catalog.tx() as conn:
-            # gc deletes unreferenced xorbs under this lock: recheck that the bytes are still there.
+        async with self.catalog.tx(exclusive=False) as conn:  # inserts ON CONFLICT (see Catalog.tx)
+            # gc deletes unreferenced xorbs under its exclusive lock: recheck that the bytes are still there.
             if await self.store.stat(oid) is None:
                 raise StorageUnavailable("the xorb was removed while it was being uploaded; upload it again")
-            await conn.execute(sqlite_insert(xet_xorbs).values(
+            await conn.execute(insert(conn, xet_xorbs).values(
                 hash=xorb_hex, object_oid=oid, size=size,
                 unpacked=table.unpacked, data_end=table.data_end, chunks=table.pack(), created_at=now)
                 .on_conflict_do_nothing(index_elements=["hash"]))
             # A re-upload replaces a recorded xorb whose bytes went missing from the store.
             await conn.execute(xet_xorbs.update().where(xet_xorbs.c.hash == xorb_hex, xet_xorbs.c.object_oid != oid)
                                .values(object_oid=oid, size=size, data_end=table.data_end, chunks=table.pack()))
-            await conn.execute(sqlite_insert(xet_xorb_links).values(model_id=model.id, xorb_hash=xorb_hex,
+            await conn.execute(insert(conn, xet_xorb_links).values(model_id=model.id, xorb_hash=xorb_hex,
                                                                     created_at=now)
                                .on_conflict_do_nothing(index_elements=["model_id", "xorb_hash"]))
-            for h in set(eligible):
-                await conn.execute(sqlite_insert(xet_dedup).values(chunk_hash=hashes.to_hex(h), xorb_hash=xorb_hex)
+            for h in sorted(set(eligible)):  # one order: concurrent uploads cannot deadlock
+                await conn.execute(insert(conn, xet_dedup).values(chunk_hash=hashes.to_hex(h), xorb_hash=xorb_hex)
                                    .on_conflict_do_nothing(index_elements=["chunk_hash", "xorb_hash"]))
         log.info("xet_xorb_stored" if inserted else "xet_xorb_present", model=model.full_name, xorb=xorb_hex,
                  chunks=len(table.chunks), unpacked=table.unpacked)
@@ -239,24 +239,24 @@ class Xet:
                 raise shard.InvalidShard(f"file {file_hex}: {exc}") from None
         now = time.time()
         xorbs = {t.xorb for t in terms}
-        async with self.catalog.tx() as conn:
-            # gc deletes unreferenced xorbs under this lock: recheck that every one is still there.
+        async with self.catalog.tx(exclusive=False) as conn:  # inserts ON CONFLICT (see Catalog.tx)
+            # gc deletes unreferenced xorbs under its exclusive lock: recheck that every one is still there.
             present = (await conn.execute(sa.select(sa.func.count()).select_from(xet_xorbs)
                                           .where(xet_xorbs.c.hash.in_(xorbs)))).scalar_one()
             if present != len(xorbs):
                 raise StorageUnavailable("a xorb this file needs was removed meanwhile; upload the file again")
-            await conn.execute(sqlite_insert(xet_files).values(hash=file_hex, sha256=sha, size=size,
+            await conn.execute(insert(conn, xet_files).values(hash=file_hex, sha256=sha, size=size,
                                                                terms=pack_terms(terms), created_at=now)
                                .on_conflict_do_nothing(index_elements=["hash"]))
-            await conn.execute(sqlite_insert(xet_file_links).values(model_id=model.id, file_hash=file_hex,
+            await conn.execute(insert(conn, xet_file_links).values(model_id=model.id, file_hash=file_hex,
                                                                     created_at=now)
                                .on_conflict_do_nothing(index_elements=["model_id", "file_hash"]))
-            for x in xorbs:
-                await conn.execute(sqlite_insert(xet_xorb_links).values(model_id=model.id, xorb_hash=x, created_at=now)
+            for x in sorted(xorbs):
+                await conn.execute(insert(conn, xet_xorb_links).values(model_id=model.id, xorb_hash=x, created_at=now)
                                    .on_conflict_do_nothing(index_elements=["model_id", "xorb_hash"]))
             if terms:
                 h = tables[terms[0].xorb][1].chunks[terms[0].start].hash
-                await conn.execute(sqlite_insert(xet_dedup).values(chunk_hash=hashes.to_hex(h), xorb_hash=terms[0].xorb)
+                await conn.execute(insert(conn, xet_dedup).values(chunk_hash=hashes.to_hex(h), xorb_hash=terms[0].xorb)
                                    .on_conflict_do_nothing(index_elements=["chunk_hash", "xorb_hash"]))
         # The LFS object (stat through the Xet-backed store finds the file just registered).
         await self.lfs.record(model.id, sha, size)

@@ -1,5 +1,7 @@
-"""Alembic environment: migrations run synchronously (stdlib sqlite3) before the daemon's async
-engine opens, so start-up and the CLI share one code path."""
+"""Alembic environment: migrations run on a synchronous connection handed in by ``catalog.db.migrate``
+(stdlib sqlite3, or asyncpg through ``run_sync``) before the daemon serves, so start-up and the CLI
+share one code path. Batch mode is for SQLite, whose ALTER TABLE cannot do everything; on
+PostgreSQL the same operations are plain ALTER TABLE statements."""
 
 from alembic import context
 
