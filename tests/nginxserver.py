@@ -45,7 +45,7 @@ http {{
     fastcgi_temp_path {work}/tmp/fastcgi;
     uwsgi_temp_path {work}/tmp/uwsgi;
     scgi_temp_path {work}/tmp/scgi;
-    log_format replicas '$remote_addr "$request" $status $upstream_addr $request_time';
+    log_format replicas '$remote_addr|$request|$status|$upstream_addr|$upstream_status';
     access_log {work}/access.log replicas;
     include {work}/modelrepo.conf;
 }}
@@ -83,6 +83,20 @@ def render(reference: str, *, upstreams: list[str], http_port: int, https_port: 
     return _replace_once(text, "/etc/ssl/private/models.example.com.key", str(key))
 
 
+def _split(value: str) -> list[str]:
+    return [] if value == "-" else [v.strip() for v in value.replace(" : ", ", ").split(",")]
+
+
+@dataclass
+class Served:
+    """One line of the access log."""
+    client: str
+    request: str  # "PUT /path HTTP/1.1"
+    status: int
+    upstreams: list[str]  # the replicas tried, in order ("127.0.0.1:PORT")
+    upstream_statuses: list[str]  # what each answered ("502" when it could not be reached)
+
+
 @dataclass
 class NginxServer:
     http_port: int
@@ -110,11 +124,17 @@ class NginxServer:
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_file)
 
-    def access_log(self) -> list[str]:
+    def access_log(self) -> list[Served]:
+        """Every request nginx answered, with the replicas it tried (in order) and their statuses."""
         try:
-            return (self.workdir / "access.log").read_text(errors="replace").splitlines()
+            lines = (self.workdir / "access.log").read_text(errors="replace").splitlines()
         except OSError:
             return []
+        served = []
+        for line in lines:
+            client, request, status, upstreams, statuses = line.split("|")
+            served.append(Served(client, request, int(status), _split(upstreams), _split(statuses)))
+        return served
 
     def error_log(self, n: int = 40) -> str:
         try:
