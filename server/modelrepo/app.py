@@ -6,8 +6,10 @@ others in ``create_app``; to run something at start-up, append to ``app.cleanup_
 """
 
 import asyncio
+import functools
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -20,6 +22,7 @@ from modelrepo.keys import (
     DEPLOYMENTS,
     GIT,
     HUB,
+    HOOK_SOCKET,
     HUB_COMMITS,
     INFLIGHT,
     INSPECTIONS,
@@ -49,9 +52,22 @@ from modelrepo.xet import http as xet_http
 log = structlog.get_logger("modelrepo.app")
 
 
-def create_app(settings: Settings, services: Services | None = None) -> web.Application:
+def hook_socket(settings: Settings, worker: int | None = None, pid: int | None = None) -> Path:
+    """Where a process serves the hook API: DATA/run/hooks.sock for the single daemon; one socket
+    per worker process (named for its index and pid), so the hooks of a git spawned by a worker
+    reach that worker, which holds the push's session."""
+    if worker is None:
+        return settings.run_dir / "hooks.sock"
+    return settings.run_dir / f"hooks-{worker}-{pid or os.getpid()}.sock"
+
+
+def create_app(settings: Settings, services: Services | None = None, *, worker: int | None = None) -> web.Application:
     """Build the public application over ``services`` (built from ``settings`` when not given;
-    the daemon builds them itself). The app owns them from here: its clean-up closes them."""
+    the daemon builds them itself). The app owns them from here: its clean-up closes them.
+
+    ``worker``: this process is worker number ``worker`` of a supervisor (``supervisor.py``), which
+    did the one-time start-up work (hooks, recovery) before starting it; None: the single daemon,
+    which does that work itself."""
     services = services or build_services(settings)
     app = web.Application(middlewares=[request_context, authenticate],
                           client_max_size=settings.limits.max_json_body)
@@ -76,6 +92,7 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     app[HUB_COMMITS] = services.hub_commits
     app[INSPECTIONS] = services.inspections
     app[XET] = services.xet
+    app[HOOK_SOCKET] = hook_socket(settings, worker)
 
     api.add_routes(app)
     ops_http.add_routes(app)
@@ -85,10 +102,12 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     xet_http.add_routes(app)
     ui.add_routes(app)
 
-    app.cleanup_ctx.append(_reinstall_hooks)
-    app.cleanup_ctx.append(_internal_socket)
+    if worker is None:
+        app.cleanup_ctx.append(_reinstall_hooks)
+    app.cleanup_ctx.append(functools.partial(_internal_socket, remove=worker is not None))
     app.cleanup_ctx.append(_webhook_worker)
-    app.on_startup.append(_recover)  # after the worker: the events it announces go out
+    if worker is None:
+        app.on_startup.append(_recover)  # after the worker: the events it announces go out
     app.on_cleanup.append(_close_services)
     return app
 
@@ -101,22 +120,27 @@ async def _recover(app: web.Application) -> None:
     await recovery.recover(app[SERVICES])
 
 
-async def _reinstall_hooks(app: web.Application) -> AsyncIterator[None]:
+async def reinstall_hooks(store: repos.RepoStore) -> None:
     """Hooks change with the package: bring every repository's copy up to date on start-up."""
-    store = app[MODELS].store
     paths = await asyncio.to_thread(store.all_repositories)
     for path in paths:
         await asyncio.to_thread(repos.configure, path)
     if paths:
         log.info("hooks_checked", repositories=len(paths))
+
+
+async def _reinstall_hooks(app: web.Application) -> AsyncIterator[None]:
+    await reinstall_hooks(app[MODELS].store)
     yield
 
 
-async def _internal_socket(app: web.Application) -> AsyncIterator[None]:
+async def _internal_socket(app: web.Application, remove: bool = False) -> AsyncIterator[None]:
+    """The hook API on its unix socket. ``remove``: unlink it on the way out (a worker's socket is
+    named for its pid; the single daemon's fixed name may already belong to its successor)."""
     settings = app[SETTINGS]
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.run_dir, 0o700)
-    path = settings.run_dir / "hooks.sock"
+    path = app[HOOK_SOCKET]
     if path.exists() or path.is_symlink():
         path.unlink()
     runner = web.AppRunner(create_internal_app(app), access_log=None)
@@ -127,6 +151,8 @@ async def _internal_socket(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await runner.cleanup()
+        if remove:
+            path.unlink(missing_ok=True)
 
 
 async def _webhook_worker(app: web.Application) -> AsyncIterator[None]:

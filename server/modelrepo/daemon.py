@@ -60,17 +60,28 @@ def reload(app: web.Application, load_settings: Callable[[], Settings]) -> None:
     log.warning("reloaded", log_level=new.log.level, webhooks=str(new.webhooks))
 
 
-async def serve(settings: Settings, load_settings: Callable[[], Settings] | None = None) -> None:
-    """Run until SIGTERM or SIGINT. ``load_settings`` re-reads the configuration for SIGHUP."""
-    app = create_app(settings, build_services(settings))
-    token_path = await bootstrap(settings, app[SERVICES].accounts)
+async def first_start(settings: Settings, accounts: Accounts) -> None:
+    """The bootstrap admin, announced in the log and on stderr (where an operator sees it)."""
+    token_path = await bootstrap(settings, accounts)
     if token_path:
         log.warning("bootstrap", admin_user="admin", admin_token_file=str(token_path.resolve()))
         print(f"modelrepo: created user 'admin'; its token is in {token_path.resolve()} (mode 0600)",
               file=sys.stderr, flush=True)
+
+
+async def serve(settings: Settings, load_settings: Callable[[], Settings] | None = None, *,
+                worker: int | None = None) -> None:
+    """Run until SIGTERM or SIGINT. ``load_settings`` re-reads the configuration for SIGHUP.
+
+    ``worker``: run as worker number ``worker`` of a supervisor (``supervisor.py``), which did the
+    start-up work once for all workers and reserved the port: share it (SO_REUSEPORT), and tell
+    the supervisor, through the NOTIFY_SOCKET it gave us, when we serve and that we are alive."""
+    app = create_app(settings, build_services(settings), worker=worker)
+    if worker is None:
+        await first_start(settings, app[SERVICES].accounts)
     runner = make_runner(app)
     await runner.setup()
-    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_port=worker is not None)
     await site.start()
     bound = runner.addresses[0] if runner.addresses else settings.server.listen
     port = bound[1] if isinstance(bound, tuple) else settings.server.port

@@ -1,5 +1,7 @@
 """Every piece of application state, declared once as a typed ``web.AppKey``."""
 
+from pathlib import Path
+
 from aiohttp import web
 
 from modelrepo.catalog.db import Catalog
@@ -45,3 +47,5 @@ METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", FailureLimiter)
 INSPECTIONS = web.AppKey("inspections", Inspections)
 XET = web.AppKey("xet", Xet)
+# The unix socket this process serves the hook API on; git's hook environment points at it.
+HOOK_SOCKET = web.AppKey("hook_socket", Path)

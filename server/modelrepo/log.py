@@ -6,9 +6,25 @@ middleware, so every line logged while serving a request carries them without pa
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+
+# Fields every line of this process carries (a worker's index and pid); empty in a single daemon.
+_PROCESS_FIELDS: dict[str, Any] = {}
+
+
+def set_process_fields(**fields: Any) -> None:
+    """Tag every later line of this process, e.g. with its worker index, so the lines of N worker
+    processes sharing one stream can be told apart. Survives ``configure_logging`` (SIGHUP)."""
+    _PROCESS_FIELDS.update(fields)
+
+
+def _add_process_fields(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in _PROCESS_FIELDS.items():
+        event.setdefault(key, value)
+    return event
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
@@ -16,6 +32,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _add_process_fields,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),

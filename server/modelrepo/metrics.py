@@ -3,9 +3,19 @@
 Request counts, durations and bytes are recorded by the access logger once a response is done,
 so streamed git and LFS bodies count in full; routes are labelled by their pattern
 (/api/v1/models/{ns}/{name}), never by the raw path, to keep cardinality bounded.
+
+Worker processes (``server.workers`` > 1) run prometheus-client's multiprocess mode: the
+supervisor sets PROMETHEUS_MULTIPROC_DIR before it starts them (the client reads it at import),
+every process writes its values to files there, and whichever worker answers /metrics reads them
+all, so counters sum across workers. A gauge says how it combines: transfers in progress add up
+over the live workers; the queue depth, a catalog-wide count every worker may take, is the latest
+any live worker took.
 """
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -38,12 +48,13 @@ class Metrics:
         self.bytes_out = Counter("modelrepo_bytes_out_total", "Response body bytes by protocol", ["protocol"],
                                  registry=r)
         self.active = Gauge("modelrepo_active_transfers", "Git RPCs and LFS transfers in progress", ["protocol"],
-                            registry=r)
+                            registry=r, multiprocess_mode="livesum")
         self.pushes = Counter("modelrepo_pushes_total", "Pushes judged by pre-receive", ["outcome", "reason"],
                               registry=r)
         self.deliveries = Counter("modelrepo_webhook_deliveries_total", "Webhook delivery attempts by outcome",
                                   ["outcome"], registry=r)
-        self.queue = Gauge("modelrepo_webhook_queue_depth", "Webhook deliveries pending", registry=r)
+        self.queue = Gauge("modelrepo_webhook_queue_depth", "Webhook deliveries pending", registry=r,
+                           multiprocess_mode="livemostrecent")
         self.storage_errors = Counter("modelrepo_storage_errors_total", "Object store errors", registry=r)
         self.auth_failures = Counter("modelrepo_auth_failures_total", "Failed authentications", ["limited"],
                                      registry=r)
@@ -59,4 +70,9 @@ class Metrics:
             self.bytes_out.labels(proto).inc(bytes_out)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, path=directory)
+        return generate_latest(combined)

@@ -16,6 +16,9 @@ def notify(message: str) -> bool:
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        # Never wait for the listener (its queue may be full): a lost ping costs less than a
+        # blocked event loop, and the watchdog is there to notice a loop that is blocked.
+        sock.setblocking(False)
         try:
             sock.connect(address)
             sock.sendall(message.encode())

@@ -27,6 +27,9 @@ ENV_RESERVED_PREFIXES = ("MODELREPO_HOOK_",)
 
 ByteSize = NewType("ByteSize", int)
 Duration = NewType("Duration", float)
+# server.workers: a count, or "auto" (one per CPU), resolved when the settings are loaded.
+WorkerCount = NewType("WorkerCount", int)
+MAX_WORKERS = 256
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024,
@@ -67,6 +70,11 @@ class ServerSettings:
     # every request comes from the proxy: without this the brute-force guard and the per-client
     # git limits would count all clients as one.
     trusted_proxies: tuple[str, ...] = ()
+    # Processes serving requests: 1 is one process; N > 1 is a supervisor and N workers sharing the
+    # port (SO_REUSEPORT); "auto" is one per CPU.
+    workers: WorkerCount = WorkerCount(1)
+    # Unix sockets (hooks, notify) and per-run files; null means DATA/run. Must be a local filesystem.
+    run_dir: Path | None = None
 
     @property
     def host(self) -> str:
@@ -262,7 +270,7 @@ class Settings:
 
     @property
     def run_dir(self) -> Path:
-        return self.data_dir / "run"
+        return self.server.run_dir or self.data_dir / "run"
 
     @property
     def admin_token_path(self) -> Path:
@@ -297,6 +305,17 @@ def parse_duration(value: Any) -> float:
     raise ValueError(f"expected a duration such as 30, '500ms', '30s', '24h', got {value!r}")
 
 
+def parse_workers(value: Any) -> int:
+    """A worker count: an integer from 1 to MAX_WORKERS, or "auto" for one per CPU."""
+    if value == "auto":
+        return max(1, os.cpu_count() or 1)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f"expected a number of processes from 1 to {MAX_WORKERS} or 'auto', got {value!r}")
+    return value
+
+
 def _strict(kind: type) -> Any:
     def hook(value: Any, _t: Any) -> Any:
         # bool is an int subclass: refuse it where an int is expected, and refuse "1" for bool.
@@ -317,6 +336,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(Path, lambda v, _t: Path(_strict(str)(v, _t)))
     conv.register_structure_hook(ByteSize, lambda v, _t: ByteSize(parse_size(v)))
     conv.register_structure_hook(Duration, lambda v, _t: Duration(parse_duration(v)))
+    conv.register_structure_hook(WorkerCount, lambda v, _t: WorkerCount(parse_workers(v)))
     return conv
 
 
@@ -355,7 +375,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         if isinstance(value, (int, float)) and path[-1] in {"listen", "public_url", "realm", "binary",
                                                             "data_dir", "default_branch", "bucket", "prefix",
                                                             "access_key_id", "secret_access_key", "region",
-                                                            "endpoint_url", "url"}:
+                                                            "endpoint_url", "url", "run_dir"}:
             value = raw
         if path == ["catalog", "url"] and value is not None:
             value = raw  # a URL is never YAML: "sqlite:///:memory:" would parse as a mapping
@@ -418,6 +438,9 @@ def load_settings(
     _validate(settings)
     # Absolute from here on: git runs hooks with the repository as cwd, and they need our socket.
     settings = dataclasses.replace(settings, data_dir=settings.data_dir.expanduser().resolve())
+    if settings.server.run_dir is not None:
+        settings = dataclasses.replace(settings, server=dataclasses.replace(
+            settings.server, run_dir=settings.server.run_dir.expanduser().resolve()))
     if settings.catalog.url:
         from modelrepo.catalog.urls import BadCatalogUrl, normalize  # noqa: PLC0415 - sqlalchemy when configured
 

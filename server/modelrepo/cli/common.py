@@ -32,20 +32,24 @@ ID = click.IntRange(min=1, max=2**63 - 1)
 LOCAL_ADMIN = Identity(user_id=0, name="local-admin", is_admin=True, scope="admin")
 
 
-def read_settings(config: Path | None, data: Path | None, listen: str | None = None) -> Settings:
+def read_settings(config: Path | None, data: Path | None, listen: str | None = None,
+                  workers: str | None = None) -> Settings:
     """Defaults < YAML (--config or MODELREPO_CONFIG) < MODELREPO_* env < flags. Raises ConfigError."""
     overrides: dict[str, Any] = {}
     if data is not None:
         overrides["data_dir"] = str(data)
     if listen is not None:
         overrides["server.listen"] = listen
+    if workers is not None:
+        overrides["server.workers"] = workers
     config = config or (Path(os.environ["MODELREPO_CONFIG"]) if os.environ.get("MODELREPO_CONFIG") else None)
     return load_settings(config, overrides=overrides)
 
 
-def settings_or_exit(config: Path | None, data: Path | None, listen: str | None = None) -> Settings:
+def settings_or_exit(config: Path | None, data: Path | None, listen: str | None = None,
+                     workers: str | None = None) -> Settings:
     try:
-        return read_settings(config, data, listen)
+        return read_settings(config, data, listen, workers)
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
 

@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from modelrepo.errors import Forbidden, InvalidInput, ModelrepoError, TooLarge, UnsupportedMediaType
-from modelrepo.keys import GIT, METRICS, MODELS, PUSHES, SETTINGS
+from modelrepo.keys import GIT, HOOK_SOCKET, METRICS, MODELS, PUSHES, SETTINGS
 from modelrepo.git import runner as git_rpc
 from modelrepo.models.service import Model
 from modelrepo.push.sessions import PushSession
@@ -103,7 +103,8 @@ async def _rpc(request: web.Request, service: str) -> web.StreamResponse:
                                          identity=identity, request_id=request[REQUEST_ID],
                                          base_url=base_url(request)))
         extra_env = {
-            "MODELREPO_HOOK_SOCKET": str(settings.run_dir / "hooks.sock"),
+            # This process's own socket: it holds the session the secret names.
+            "MODELREPO_HOOK_SOCKET": str(request.app[HOOK_SOCKET]),
             "MODELREPO_HOOK_SECRET": secret,
             "MODELREPO_HOOK_REQUEST_ID": request[REQUEST_ID],
             # Reflog identity for the ref updates receive-pack makes.
