@@ -107,6 +107,25 @@ def _lfs_transfers(d: Daemon) -> float:
                if line.startswith('modelrepo_active_transfers{') and 'protocol="lfs"' in line)
 
 
+def _wait_until_serving(d: Daemon, timeout: float = 120) -> None:
+    """A supervisor with two fresh worker interpreters takes a while to serve on a loaded 2-core
+    machine (start_daemon's 30 s are for one process)."""
+    deadline = time.time() + timeout
+    while True:
+        if d.proc.poll() is not None:
+            raise RuntimeError(f"replica exited with {d.proc.returncode}:\n{d.log()}")
+        try:
+            if http("GET", d.url + "/healthz").status == 200:
+                break
+        except OSError:
+            pass
+        if time.time() > deadline:
+            d.stop(signal.SIGKILL)
+            raise RuntimeError(f"replica did not serve within {timeout} s:\n{d.log()}")
+        time.sleep(0.1)
+    d.admin_token = (d.data / "admin.token").read_text().strip()
+
+
 @pytest.fixture(scope="module")
 def cluster(request, s3_server):
     pg = request.getfixturevalue("pg_server") if PG_CATALOG else None
@@ -132,8 +151,9 @@ def cluster(request, s3_server):
             extra = dict(env)
             if RUN_DIR:
                 extra["MODELREPO_SERVER__RUN_DIR"] = str(root / f"run{i}")
-            replicas.append(start_daemon(data, port=port, extra_env=extra,
-                                         args=["--workers", "2"] if WORKERS else []))
+            d = start_daemon(data, port=port, extra_env=extra, args=["--workers", "2"] if WORKERS else [], wait=False)
+            replicas.append(d)
+            _wait_until_serving(d)
         proxy = start_nginx([f"127.0.0.1:{p}" for p in ports], https_port=https_port)
         c = Cluster(replicas=replicas, proxy=proxy, data=data, s3=s3_client(s3_server), prefix=prefix,
                     catalog_url=catalog_url, pg=pg, tokens={"admin": replicas[0].admin_token})
@@ -287,7 +307,8 @@ def test_racing_pushes_one_winner_each_round(cluster, tmp_path):
     bare = c.data / "repos" / "acme" / "race.git"
     git.run("fsck", "--full", "--strict", cwd=bare)
     pushes = [s for s in c.proxy.access_log()[before:] if s.request.startswith("POST /acme/race.git/git-receive-pack")]
-    assert len(pushes) == 3 * 8 and {s.upstreams[-1] for s in pushes} == {f"127.0.0.1:{d.port}" for d in c.replicas}
+    # (A loser that read the moved tip in info/refs is refused by git itself, without a POST.)
+    assert {s.upstreams[-1] for s in pushes} == {f"127.0.0.1:{d.port}" for d in c.replicas}, pushes
 
 
 @needs_two
