@@ -63,7 +63,7 @@ def _alembic_upgrade(conn: sa.Connection) -> None:
     command.upgrade(cfg, "head")
 
 
-def _run_blocking(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+def run_blocking(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     """Run a coroutine to completion from synchronous code, inside a running event loop or not.
 
     ``Catalog.open`` is synchronous (the composition root builds everything before serving) but is
@@ -125,7 +125,7 @@ def migrate(target: Path | str) -> None:
     before serving)."""
     url = catalog_url(target)
     if urls.dialect(url) == "postgresql":
-        _run_blocking(lambda: _migrate_pg(url))
+        run_blocking(lambda: _migrate_pg(url))
         return
     path = urls.sqlite_path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,6 +197,20 @@ class Catalog:
                 raise
             else:
                 await conn.commit()
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncConnection]:
+        """One read-only transaction: every query in it sees the catalog as of one moment, while
+        writers go on (WAL on SQLite; REPEATABLE READ on PostgreSQL). For copies: migrate-to, backup."""
+        async with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                await conn.exec_driver_sql("BEGIN")  # deferred: the snapshot starts at the first read
+            else:
+                await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            try:
+                yield conn
+            finally:
+                await conn.rollback()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -7,6 +7,7 @@ imports them all and nothing imports it, so the package has no import cycle.
 import click
 
 from modelrepo.cli import (
+    catalog,
     deployments,
     inspect,
     models,
@@ -30,5 +31,5 @@ def main() -> None:
 
 for command in (serve.serve, users.user, tokens.token, namespaces.namespace, models.model,
                 deployments.deployment, webhooks.webhook, *ops.COMMANDS,
-                inspect.inspect_command):
+                inspect.inspect_command, catalog.catalog):
     main.add_command(command)

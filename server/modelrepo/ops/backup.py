@@ -16,7 +16,10 @@ So the backup runs in this order:
 1. **refs** of every repository are recorded (pygit2) before anything is copied;
 2. the **catalog** is copied with SQLite's online backup API, in one step, i.e. one read
    transaction: a snapshot that is at least as new as the refs, so by (2) it holds the link and
-   the ``lfs_objects`` row of every pointer those refs reach;
+   the ``lfs_objects`` row of every pointer those refs reach. A PostgreSQL catalog is dumped with
+   ``pg_dump --format=custom`` (``catalog.pgdump``, see ``ops/pg_tools.py``) from a snapshot we
+   export and hold, and the models and objects the next steps copy are read in that same
+   snapshot: the same argument, the same consistency;
 3. each repository's **objects** are copied (loose objects first, then packs, since a repack
    writes its new pack before deleting what it replaces), the recorded refs are written into the
    copy as ``packed-refs``, and ``git fsck --connectivity-only`` proves that every object the
@@ -38,8 +41,9 @@ between steps 1 and 2 is saved with an empty repository (how it was when the ref
 a model deleted in between is left out. Webhook deliveries still pending in the catalog are sent
 again after a restore (receivers deduplicate on ``X-Modelrepo-Delivery``).
 
-**Restore** copies into a temp directory beside the data directory, verifies it (the catalog
-opens and migrates; every model's repository exists, passes ``git fsck --connectivity-only`` and
+**Restore** copies into a temp directory beside the data directory (a PostgreSQL catalog:
+``pg_restore`` into the configured database, which must be empty, in one transaction; dropped
+again if verification fails), verifies it (the catalog opens and migrates; every model's repository exists, passes ``git fsck --connectivity-only`` and
 has the recorded refs; LFS objects are present, by hash for local ones), rebuilds the catalog
 mirror, and renames it into place. It refuses a data directory that exists and is not empty:
 there is no ``--force``, so a restore can never destroy data; move the old directory aside first.
@@ -55,6 +59,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -69,13 +74,14 @@ from modelrepo.lfs.service import OID_RE
 from modelrepo.push.rules import human
 from modelrepo.git.repos import RepoStore, configure
 from modelrepo.settings import Settings
-from modelrepo.ops import OpsError
+from modelrepo.ops import OpsError, pg_tools
 from modelrepo.git.ops import git_sync
 from modelrepo.storage import open_store
 from modelrepo.storage.local import LocalBackend, fsync_dir
 from modelrepo.storage.verified import ObjectStore
 
 FORMAT = 1
+PG_DUMP = "catalog.pgdump"  # a PostgreSQL catalog, pg_dump --format=custom (SQLite: catalog.db)
 KIND = "modelrepo-backup"
 MANIFEST = "manifest.json"
 COPY_ATTEMPTS = 3
@@ -128,8 +134,12 @@ def backup(settings: Settings, dest: Path, say: Say = _quiet) -> dict:
     return manifest
 
 
+def _is_pg(settings: Settings) -> bool:
+    return settings.catalog_url.startswith("postgresql")
+
+
 def _check_source(settings: Settings) -> None:
-    if not settings.catalog_path.is_file():
+    if not _is_pg(settings) and not settings.catalog_path.is_file():
         raise OpsError(f"no catalog at {settings.catalog_path}: is {settings.data_dir} a modelrepo data directory?")
 
 
@@ -138,14 +148,20 @@ def _backup_into(settings: Settings, tmp: Path, say: Say) -> dict:
     started = time.time()
     snapshots = record_refs(settings.repos_dir)
     say(f"recorded the refs of {len(snapshots)} repositories")
-    backup_catalog(settings.catalog_path, tmp / "catalog.db")
-    say("copied the catalog (SQLite online backup)")
-    in_catalog = catalog_repositories(tmp / "catalog.db")
+    if _is_pg(settings):
+        in_catalog, objects = pg_tools.dump_catalog(settings.catalog_url, tmp / PG_DUMP,
+                                                   lambda conn: (catalog_repositories(conn), recorded_objects(conn)))
+        say("copied the catalog (pg_dump, custom format)")
+    else:
+        backup_catalog(settings.catalog_path, tmp / "catalog.db")
+        say("copied the catalog (SQLite online backup)")
+        in_catalog, objects = _read_sqlite(tmp / "catalog.db", catalog_repositories), \
+            _read_sqlite(tmp / "catalog.db", recorded_objects)
     warnings: list[str] = []
     kept = reconcile(snapshots, in_catalog, warnings)
     _copy_repositories(settings, tmp / "repos", kept, in_catalog, warnings)
     say(f"copied {len(in_catalog)} repositories")
-    lfs = _copy_lfs(settings, tmp, say)
+    lfs = _copy_lfs(settings, tmp, objects, say)
     warnings += lfs.warnings
     _copy_secrets(settings.data_dir, tmp)
     return _manifest(settings, started, kept, in_catalog, lfs, warnings)
@@ -164,20 +180,20 @@ def _copy_repositories(settings: Settings, dst_root: Path, kept: list[RepoSnapsh
             warnings.append(_missing_repo_note(settings.repos_dir / rel, rel))
 
 
-def _copy_lfs(settings: Settings, tmp: Path, say: Say) -> LfsCopy:
+def _copy_lfs(settings: Settings, tmp: Path, objects: list[sa.Row], say: Say) -> LfsCopy:
     if settings.lfs.storage != "local":
         say(f"LFS objects are in S3 (s3://{settings.lfs.s3.bucket}/{settings.lfs.s3.prefix}) and are NOT in "
             f"this backup: back the bucket up with S3 versioning or replication")
         return LfsCopy()
-    lfs = asyncio.run(_copy_lfs_objects(settings, tmp / "lfs", tmp / "catalog.db"))
+    lfs = asyncio.run(_copy_lfs_objects(settings, tmp / "lfs", objects))
     say(f"copied {lfs.count} LFS objects ({human(lfs.bytes)})")
     return lfs
 
 
-async def _copy_lfs_objects(settings: Settings, dst_root: Path, db: Path) -> LfsCopy:
+async def _copy_lfs_objects(settings: Settings, dst_root: Path, objects: list[sa.Row]) -> LfsCopy:
     src, dst = open_store(settings), ObjectStore(LocalBackend(dst_root))
     try:
-        return await copy_lfs_objects(src, dst, db)
+        return await copy_lfs_objects(src, dst, objects)
     finally:
         await src.close()
         with contextlib.suppress(OSError):
@@ -218,12 +234,11 @@ def backup_catalog(src: Path, dst: Path) -> None:
         source.close()
 
 
-def catalog_repositories(db: Path) -> dict[str, str]:
+def catalog_repositories(conn: sa.Connection) -> dict[str, str]:
     """rel path ("ns/name.git", lower-cased like RepoStore.path) -> default branch, per model."""
     query = (sa.select(namespaces.c.name_key.label("ns"), models.c.name_key.label("name"), models.c.default_branch)
              .join(namespaces, namespaces.c.id == models.c.namespace_id))
-    with _sync_engine(db).connect() as conn:
-        return {f"{r.ns}/{r.name}.git": r.default_branch for r in conn.execute(query)}
+    return {f"{r.ns}/{r.name}.git": r.default_branch for r in conn.execute(query)}
 
 
 def reconcile(snapshots: list[RepoSnapshot], in_catalog: dict[str, str], warnings: list[str]) -> list[RepoSnapshot]:
@@ -339,7 +354,7 @@ def _empty_repository(dst: Path, default_branch: str) -> None:
 
 # -- step 4: LFS objects ------------------------------------------------------------------------------
 
-def recorded_objects(db: Path) -> list[sa.Row]:
+def recorded_objects(conn: sa.Connection) -> list[sa.Row]:
     """(oid, size, linked) of every object the catalog records: LFS objects and xorbs (stored
     under the sha256 of their bytes). An LFS object uploaded through Xet has no bytes of its own
     (it is rebuilt from its xorbs), so it counts as unlinked: copied if present, else skipped."""
@@ -347,8 +362,7 @@ def recorded_objects(db: Path) -> list[sa.Row]:
     linked = sa.and_(sa.exists().where(lfs_links.c.oid == lfs_objects.c.oid), ~xet_backed)
     query = sa.union(sa.select(lfs_objects.c.oid, lfs_objects.c.size, linked.label("linked")),
                      sa.select(xet_xorbs.c.object_oid.label("oid"), xet_xorbs.c.size, sa.true().label("linked")))
-    with _sync_engine(db).connect() as conn:
-        return list(conn.execute(query.order_by("oid")))
+    return list(conn.execute(query.order_by("oid")))
 
 
 async def copy_verified(src: ObjectStore, dst: ObjectStore, oid: str, size: int) -> str | None:
@@ -368,11 +382,11 @@ async def copy_verified(src: ObjectStore, dst: ObjectStore, oid: str, size: int)
     return None
 
 
-async def copy_lfs_objects(src: ObjectStore, dst: ObjectStore, db: Path) -> LfsCopy:
+async def copy_lfs_objects(src: ObjectStore, dst: ObjectStore, objects: list[sa.Row]) -> LfsCopy:
     """Every object the catalog copy records. Unlinked ones that gc removed meanwhile are skipped
     silently; a linked one missing or corrupt is a warning (and is not copied)."""
     out = LfsCopy()
-    for row in await asyncio.to_thread(recorded_objects, db):
+    for row in objects:
         problem = await copy_verified(src, dst, row.oid, row.size)
         if problem is None:
             out.count += 1
@@ -414,6 +428,7 @@ def _manifest(settings: Settings, started: float, kept: list[RepoSnapshot], in_c
         "source": str(settings.data_dir),
         "store": _store_json(settings),
         "lfs_objects_included": settings.lfs.storage == "local",
+        "catalog": "postgresql" if _is_pg(settings) else "sqlite",
         "counts": {"models": len(in_catalog), "repositories": len(in_catalog),
                    "refs": sum(len(s.refs) for s in kept), "lfs_objects": lfs.count, "lfs_bytes": lfs.bytes},
         "repositories": {s.rel: {"refs": s.refs} for s in sorted(kept, key=lambda s: s.rel)},
@@ -440,8 +455,14 @@ def read_manifest(src: Path) -> dict:
     return manifest
 
 
-def _sync_engine(db: Path) -> sa.Engine:
-    return sa.create_engine(f"sqlite:///{db}", poolclass=sa.pool.NullPool)
+def _read_sqlite(db: Path, fn: Callable[[sa.Connection], Any]) -> Any:
+    """``fn(connection)`` on an SQLite catalog file (a backup's copy, a restored one)."""
+    engine = sa.create_engine(f"sqlite:///{db}", poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return fn(conn)
+    finally:
+        engine.dispose()
 
 
 # -- restore --------------------------------------------------------------------------------------------
@@ -461,11 +482,19 @@ def restore(settings: Settings, src: Path, say: Say = _quiet) -> RestoreReport:
     src = src.expanduser().resolve()
     manifest = read_manifest(src)
     _check_store(manifest, settings)
+    _check_catalog_kind(manifest, settings)
     data = settings.data_dir
     _check_empty(data)
+    if _is_pg(settings):
+        pg_tools.check_empty(settings.catalog_url)
     data.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{data.name}.restore-", dir=data.parent))
+    restored_pg = False
     try:
+        if _is_pg(settings):
+            restored_pg = True
+            pg_tools.restore_catalog(settings.catalog_url, src / PG_DUMP)
+            say("restored the catalog (pg_restore, one transaction)")
         report = _restore_into(settings, src, manifest, tmp, say)
         os.sync()
         if data.exists():
@@ -474,6 +503,8 @@ def restore(settings: Settings, src: Path, say: Say = _quiet) -> RestoreReport:
         fsync_dir(data.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if restored_pg:  # it was empty before (checked): empty again, so the restore can be retried
+            pg_tools.drop_catalog(settings.catalog_url)
         raise
     report.data_dir = data
     return report
@@ -497,8 +528,23 @@ def _check_store(manifest: dict, settings: Settings) -> None:
                        f"the backup: configure lfs.storage: s3 with that bucket and prefix to restore it")
 
 
+def _check_catalog_kind(manifest: dict, settings: Settings) -> None:
+    """A backup restores into the kind of catalog it was taken from (``catalog migrate-to`` moves
+    one afterwards); an SQLite catalog only at its default place in the data directory."""
+    kind = manifest.get("catalog", "sqlite")
+    if kind == "postgresql" and not _is_pg(settings):
+        raise OpsError("this backup's catalog is a PostgreSQL dump: set catalog.url to an empty PostgreSQL "
+                       "database to restore it")
+    if kind == "sqlite" and _is_pg(settings):
+        raise OpsError("this backup's catalog is an SQLite file but catalog.url is PostgreSQL: restore with the "
+                       "default catalog, then move it with modelrepo catalog migrate-to")
+    if kind == "sqlite" and settings.catalog.url and settings.catalog_path != settings.data_dir / "catalog.db":
+        raise OpsError("restore puts the SQLite catalog at DATA/catalog.db: unset catalog.url to restore")
+
+
 def _restore_into(settings: Settings, src: Path, manifest: dict, tmp: Path, say: Say) -> RestoreReport:
-    shutil.copyfile(src / "catalog.db", tmp / "catalog.db")
+    if not _is_pg(settings):
+        shutil.copyfile(src / "catalog.db", tmp / "catalog.db")
     _copy_secrets(src, tmp)
     if (src / "repos").is_dir():
         shutil.copytree(src / "repos", tmp / "repos", symlinks=False)
@@ -536,11 +582,12 @@ def verify_restored(settings: Settings, manifest: dict, report: RestoreReport) -
     from modelrepo.catalog.db import migrate  # noqa: PLC0415 - alembic only when restoring
 
     try:
-        migrate(settings.catalog_path)
+        migrate(settings.catalog_url)
     except Exception as exc:
         raise OpsError(f"the restored catalog does not open and migrate: {exc}") from exc
     problems: list[str] = []
-    in_catalog = catalog_repositories(settings.catalog_path)
+    in_catalog = (pg_tools.read(settings.catalog_url, catalog_repositories) if _is_pg(settings)
+                  else _read_sqlite(settings.catalog_path, catalog_repositories))
     for rel in sorted(in_catalog):
         problems += _verify_repository(settings, rel, manifest.get("repositories", {}).get(rel, {}).get("refs", {}),
                                        report)
@@ -574,7 +621,7 @@ async def _verify_and_rebuild(settings: Settings) -> list[str]:
     from modelrepo.catalog.db import Catalog  # noqa: PLC0415
     from modelrepo.xet.store import xet_view  # noqa: PLC0415
 
-    catalog = Catalog.open(settings.catalog_path)
+    catalog = Catalog.open(settings.catalog_url)
     store = xet_view(open_store(settings), catalog)  # objects uploaded through Xet are rebuilt
     try:
         warnings = await _missing_objects(catalog, store)
