@@ -82,6 +82,8 @@ CONCURRENCY = 8  # git-lfs's default lfs.concurrenttransfers
 BATCH_MAX = 100  # objects per batch call, as git-lfs sends them
 CHECK_BYTES = 64 * 1024  # head and tail of each download compared with the source
 TARGETS = {"upload": 0.7, "download": 0.8}
+# Issue 14: 8 concurrent uploads >= 0.7 x a bare aiohttp server with as many processes, same client, same run.
+AIO_UPLOAD_TARGET = 0.7
 RSS_TARGET_MIB = 200
 LFS_TYPE = "application/vnd.git-lfs+json"
 FULL_WORKLOADS = ((1, 2048 * MIB), (32, 64 * MIB))
@@ -159,6 +161,42 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_
 """
 
 
+# The bare aiohttp server: the same framework and read buffer as the daemon, none of its work. The
+# batch call answers actions pointing at itself (no verify); PUT bodies are read and dropped; GETs
+# are sendfile'd (FileResponse). argv: port, JSON file {oid: path}. Started once per process
+# wanted, all on one port with SO_REUSEPORT, as the daemon's workers; each prints "ready".
+BARE_AIOHTTP_CODE = r"""
+import asyncio, json, sys
+from aiohttp import web
+port, paths = int(sys.argv[1]), json.load(open(sys.argv[2]))
+async def batch(request):
+    req = json.loads(await request.read())
+    base = f"http://{request.host}/objects/"
+    objects = [{"oid": o["oid"], "size": o["size"], "actions": {req["operation"]: {"href": base + o["oid"]}}}
+               for o in req["objects"]]
+    return web.json_response({"transfer": "basic", "objects": objects}, content_type="application/vnd.git-lfs+json")
+async def put(request):
+    left = request.content_length or 0
+    while chunk := await request.content.readany():
+        left -= len(chunk)
+    return web.Response(status=200 if left == 0 else 400)
+async def get(request):
+    path = paths.get(request.match_info["oid"])
+    return web.FileResponse(path) if path else web.Response(status=404)
+async def main():
+    app = web.Application()
+    app.router.add_post("/objects/batch", batch)
+    app.router.add_put("/objects/{oid}", put)
+    app.router.add_get("/objects/{oid}", get)
+    runner = web.AppRunner(app, access_log=None, read_bufsize=1 << 20)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True).start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
 class TransferFailed(Exception):
     """A non-2xx answer, a batch error, or bytes that are not the object's."""
 
@@ -205,7 +243,20 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()),
                    help="where the run's lfsbench-* dir (data, stores, logs) is created (default: the temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the run's dir for inspection")
+    p.add_argument("--workers", type=worker_counts, default=[1], metavar="N[,N...]",
+                   help="measure the daemon (serve --workers N) and the bare aiohttp server with N processes "
+                        "for each N (default 1; e.g. 1,2)")
     return p.parse_args()
+
+
+def worker_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers such as 1,2, got {text!r}") from None
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"expected distinct numbers >= 1, got {text!r}")
+    return counts
 
 
 
@@ -231,15 +282,16 @@ def wait_http(url: str, proc: subprocess.Popen, any_status: bool = False, timeou
 
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (gunicorn's workers)."""
-    root = psutil.Process(pid)
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of processes and their children (gunicorn's workers, the daemon's)."""
     total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            total += sum(proc.cpu_times()[:2])
-        except psutil.Error:
-            pass
+    for pid in pids:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                total += sum(proc.cpu_times()[:2])
+            except psutil.Error:
+                pass
     return total
 
 
@@ -363,18 +415,51 @@ class BareServer:
                                      start_new_session=True)
         wait_http(f"{self.base}/", self.proc, any_status=True)
 
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
     def stop(self) -> None:
         stop_process(self.proc)
 
 
+class BareAiohttp:
+    """BARE_AIOHTTP_CODE in `processes` processes sharing one port (SO_REUSEPORT)."""
+
+    def __init__(self, root: Path, objects: list[Obj], processes: int) -> None:
+        self.name = f"bare-aio x{processes}"
+        self.index = root / "bare-objects.json"
+        self.index.write_text(json.dumps({o.oid: str(o.path) for o in objects}))
+        self.processes = processes
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.batch_url = f"{self.base}/objects/batch"
+        self.batch_headers: dict[str, str] = {}
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        for _ in range(self.processes):
+            proc = subprocess.Popen([sys.executable, "-c", BARE_AIOHTTP_CODE, str(self.port), str(self.index)],
+                                    stdout=subprocess.PIPE, start_new_session=True)
+            self.procs.append(proc)
+            if proc.stdout.readline() != b"ready\n":
+                raise RuntimeError(f"the bare aiohttp server exited with {proc.wait()} during start-up")
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop_process(proc)
+
+
 class Daemon:
-    """modelrepo serve on a fresh data dir, with one private model bench/m."""
+    """modelrepo serve (--workers N) on a fresh data dir, with one private model bench/m."""
 
-    name = "daemon"
-
-    def __init__(self, root: Path) -> None:
-        self.data = root / "daemon-data"
-        self.log_path = root / "daemon.log"
+    def __init__(self, root: Path, workers: int = 1) -> None:
+        self.workers = workers
+        self.name = f"daemon x{workers}"
+        self.data = root / f"daemon-data-{workers}"
+        self.log_path = root / f"daemon-{workers}.log"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.batch_url = f"{self.base}/bench/m.git/info/lfs/objects/batch"
@@ -384,11 +469,27 @@ class Daemon:
     def start(self) -> None:
         exe = Path(sys.executable).parent / "modelrepo"
         cmd = [str(exe) if exe.exists() else "modelrepo", "serve", "--data", str(self.data),
-               "--listen", f"127.0.0.1:{self.port}"]
-        env = {**os.environ, "MODELREPO_LOG__LEVEL": "warning"}
-        with open(self.log_path, "wb") as log:
-            # Own session: a Ctrl-C reaches the bench only, which then stops the daemon cleanly.
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+               "--listen", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
+        # Type=notify as under systemd: READY=1 comes once every worker serves.
+        notify_path = self.data.parent / f"notify-{self.workers}.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+            notify.bind(str(notify_path))
+            notify.settimeout(0.5)
+            env = {**os.environ, "MODELREPO_LOG__LEVEL": "warning", "NOTIFY_SOCKET": str(notify_path)}
+            with open(self.log_path, "wb") as log:
+                # Own session: a Ctrl-C reaches the bench only, which then stops the daemon cleanly.
+                self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                             start_new_session=True)
+            deadline = time.monotonic() + 120
+            while True:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the daemon did not start{tail_of(self.log_path, 'daemon log')}")
+                try:
+                    if notify.recv(4096).startswith(b"READY=1"):
+                        break
+                except TimeoutError:
+                    pass
+        notify_path.unlink()
         wait_http(f"{self.base}/healthz", self.proc)
         token = (self.data / "admin.token").read_text().strip()
         self.batch_headers = {"Authorization": f"Bearer {token}"}
@@ -405,8 +506,11 @@ class Daemon:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return [line for line in text.splitlines() if "created user 'admin'" not in line and "bootstrap" not in line]
 
+    def pids(self) -> list[int]:
+        return [self.proc.pid]  # the supervisor's children, the workers, are counted with it
+
     def stop(self) -> None:
-        stop_process(self.proc)
+        stop_process(self.proc, timeout=60)
 
 
 class Giftless:
@@ -451,6 +555,9 @@ class Giftless:
         except RuntimeError as exc:
             raise PeerUnavailable(f"{exc}{tail_of(self.log_path, 'gunicorn')}") from None
 
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
     def stop(self) -> None:
         stop_process(self.proc)
 
@@ -478,7 +585,7 @@ def ensure_giftless_venv(venv: Path) -> Path:
     return venv
 
 
-Server = BareServer | Daemon | Giftless
+Server = BareServer | BareAiohttp | Daemon | Giftless
 
 
 # -- the git-lfs-like client -----------------------------------------------------------------
@@ -562,13 +669,13 @@ async def transfer_all(server: Server, operation: str, objects: list[Obj]) -> No
 
 def timed_transfer(server: Server, operation: str, objects: list[Obj]) -> Measure:
     os.sync()
-    cpu_before = cpu_seconds(server.proc.pid)
+    cpu_before = cpu_seconds(server.pids())
     client_before = time.process_time()
     start = time.perf_counter()
     asyncio.run(transfer_all(server, operation, objects))
     seconds = time.perf_counter() - start
     client = time.process_time() - client_before
-    cpu = cpu_seconds(server.proc.pid) - cpu_before
+    cpu = cpu_seconds(server.pids()) - cpu_before
     return Measure(sum(o.size for o in objects) / seconds / MB, cpu / seconds, client / seconds)
 
 
@@ -616,8 +723,10 @@ class Peer:
 class Row:
     workload: Workload
     operation: str
+    workers: int
     ceiling: float
     client_max: float
+    bare_aio: Measure
     daemon: Measure
     giftless: Measure | None
 
@@ -646,19 +755,23 @@ def report(server: str, operation: str, result: Measure | None, ceiling: float |
               f"{result.client_cpu:.0%}{share})", flush=True)
 
 
-def measure_workload(workload: Workload, scratch: Path, bare: BareServer, daemon: Daemon,
+def measure_workload(workload: Workload, scratch: Path, bare: BareServer, pairs: list[tuple[BareAiohttp, Daemon]],
                      peer: Peer) -> tuple[list[Row], str]:
-    """Ceilings, then the bare server, the daemon and giftless; returns the rows and the ceilings' note."""
+    """Ceilings, then the bare server, per worker count the bare aiohttp server and the daemon, and
+    giftless; returns the rows and the ceilings' note."""
     print(f"\n{workload.name}:", flush=True)
     up, down, how = measure_ceilings(workload, scratch)
     rows = []
     for operation, ceiling in (("upload", up), ("download", down)):
         client_max = timed_transfer(bare, operation, workload.objects)
         report("bare", operation, client_max)
-        ours = timed_transfer(daemon, operation, workload.objects)
-        report("daemon", operation, ours, ceiling)
-        rows.append(Row(workload, operation, ceiling, client_max.mbps, ours, None))
-    for row in rows:
+        for aio, daemon in pairs:
+            reference = timed_transfer(aio, operation, workload.objects)
+            report(aio.name, operation, reference)
+            ours = timed_transfer(daemon, operation, workload.objects)
+            report(daemon.name, operation, ours, ceiling)
+            rows.append(Row(workload, operation, daemon.workers, ceiling, client_max.mbps, reference, ours, None))
+    for row in rows[::len(pairs)]:  # giftless once per operation, beside the first worker count
         row.giftless = peer.measure(row.operation, workload.objects)
         report("giftless", row.operation, row.giftless)
     return rows, how
@@ -668,22 +781,31 @@ def verdict(ok: bool) -> str:
     return "OK" if ok else "MISS"
 
 
-def print_table(rows: list[Row], ceilings: dict[str, str], sampler: RssSampler, daemon: Daemon, peer: Peer) -> None:
+def print_table(rows: list[Row], ceilings: dict[str, str], samplers: list[tuple[Daemon, RssSampler]],
+                peer: Peer) -> None:
     print("\nMB/s = 10^6 bytes/s of object data; warm page cache; one run each.\n"
           "ceiling: this machine without HTTP (upload: sha256+write+fsync; download: sendfile -> loopback -> reader).\n"
-          "client max: this client against a bare HTTP server (upload drained, download sendfile'd).\n"
-          "ratio = daemon / ceiling; /max = daemon / client max; vs giftless = daemon / giftless.\n"
-          "cpu: the server's CPU (100% = one core); cli: the client's CPU during the daemon's phase.\n")
-    header = (f"{'workload':<14} {'op':<8} {'ceiling':>7} {'client max':>10} {'daemon':>6} {'cpu':>5} {'cli':>5} "
-              f"{'ratio':>5} {'target':>6} {'':<4} {'/max':>4} {'giftless':>8} {'cpu':>5} {'vs giftless':>11}")
+          "client max: this client against a bare HTTP server (threads; upload drained, download sendfile'd).\n"
+          "N: processes of the daemon (serve --workers N) and of the bare aiohttp server (SO_REUSEPORT), which\n"
+          "  reads and drops upload bodies and sendfile's downloads: aiohttp's own cost, none of the daemon's work.\n"
+          "ratio = daemon / ceiling; /aio = daemon / bare aiohttp with as many processes (uploads: target >= "
+          f"{AIO_UPLOAD_TARGET});\n/max = daemon / client max; vs giftless = daemon / giftless.\n"
+          "cpu: the server's CPU (100% = one core, all processes summed); cli: the client's CPU in the daemon's phase.\n")
+    header = (f"{'workload':<14} {'op':<8} {'N':>2} {'ceiling':>7} {'client max':>10} {'bare-aio':>8} {'cpu':>5} "
+              f"{'daemon':>6} {'cpu':>5} {'cli':>5} {'ratio':>5} {'target':>6} {'':<4} {'/aio':>4} {'':<4} {'/max':>4} "
+              f"{'giftless':>8} {'cpu':>5} {'vs giftless':>11}")
     print(header)
     print("-" * (len(header) + 5))
     for row in rows:
         ratio = row.daemon.mbps / row.ceiling
         target = TARGETS[row.operation]
-        line = (f"{row.workload.name:<14} {row.operation:<8} {row.ceiling:7.0f} {row.client_max:10.0f} "
+        versus_aio = row.daemon.mbps / row.bare_aio.mbps
+        aio_verdict = verdict(versus_aio >= AIO_UPLOAD_TARGET) if row.operation == "upload" else ""
+        line = (f"{row.workload.name:<14} {row.operation:<8} {row.workers:>2} {row.ceiling:7.0f} {row.client_max:10.0f} "
+                f"{row.bare_aio.mbps:8.0f} {row.bare_aio.cpu:5.0%} "
                 f"{row.daemon.mbps:6.0f} {row.daemon.cpu:5.0%} {row.daemon.client_cpu:5.0%} {ratio:5.2f} "
-                f"{'>=' + str(target):>6} {verdict(ratio >= target):<4} {row.daemon.mbps / row.client_max:4.2f}")
+                f"{'>=' + str(target):>6} {verdict(ratio >= target):<4} {versus_aio:4.2f} {aio_verdict:<4} "
+                f"{row.daemon.mbps / row.client_max:4.2f}")
         if row.giftless is not None:
             versus = row.daemon.mbps / row.giftless.mbps
             line += f" {row.giftless.mbps:8.0f} {row.giftless.cpu:5.0%} {versus:11.2f} {verdict(versus > 1)}"
@@ -692,17 +814,19 @@ def print_table(rows: list[Row], ceilings: dict[str, str], sampler: RssSampler, 
         print(line)
     for name, how in ceilings.items():
         print(f"ceilings {name}: {how} MB/s")
-    peak = sampler.peak / MIB
-    print(f"daemon RSS: baseline {sampler.baseline / MIB:.1f} MiB, peak {peak:.1f} MiB, at the end "
-          f"{sampler.last / MIB:.1f} MiB (target < {RSS_TARGET_MIB} MiB) {verdict(peak < RSS_TARGET_MIB)}")
+    for daemon, sampler in samplers:
+        peak = sampler.peak / MIB
+        print(f"{daemon.name} RSS (largest process): baseline {sampler.baseline / MIB:.1f} MiB, peak {peak:.1f} MiB, "
+              f"at the end {sampler.last / MIB:.1f} MiB (target < {RSS_TARGET_MIB} MiB) {verdict(peak < RSS_TARGET_MIB)}")
     print(f"giftless: {peer.note}")
-    log = daemon.log_lines()
-    print(f"daemon log: {len(log)} lines" + "".join(f"\n  {line[:300]}" for line in log[-5:]))
+    for daemon, _ in samplers:
+        log = daemon.log_lines()
+        print(f"{daemon.name} log: {len(log)} lines" + "".join(f"\n  {line[:300]}" for line in log[-5:]))
 
 
 # -- the run ---------------------------------------------------------------------------------
 
-def warm_up(servers: list[BareServer | Daemon], peer: Peer, objects: list[Obj]) -> None:
+def warm_up(servers: list[Server], peer: Peer, objects: list[Obj]) -> None:
     """An untimed small upload and download per server: imports, first connections, first files."""
     for operation in ("upload", "download"):
         for server in servers:
@@ -716,24 +840,27 @@ def run(args: argparse.Namespace, root: Path, servers: list) -> int:
           "(well above 0 means other work is running)", flush=True)
     workloads = make_workloads(root / "data", args.quick)
     warm = make_objects(root / "data", "warm-up", 1, MIB)
-    bare = BareServer(root, [o for w in workloads for o in w.objects] + warm)
-    daemon = Daemon(root)
-    for server in (bare, daemon):
+    every = [o for w in workloads for o in w.objects] + warm
+    bare = BareServer(root, every)
+    pairs = [(BareAiohttp(root, every, n), Daemon(root, n)) for n in args.workers]
+    for server in (bare, *(s for pair in pairs for s in pair)):
         servers.append(server)
         server.start()
-    sampler = RssSampler(daemon.proc.pid)
-    sampler.start()
+    samplers = [(daemon, RssSampler(daemon.proc.pid, tree=True)) for _, daemon in pairs]
+    for _, sampler in samplers:
+        sampler.start()
     peer = Peer(args.skip_giftless, root, servers)
-    print(f"daemon {daemon.base} (RSS {sampler.baseline / MIB:.1f} MiB), bare server {bare.base}"
-          + (f", giftless {peer.server.base}" if peer.server else ""), flush=True)
-    warm_up([bare, daemon], peer, warm)
+    print(", ".join(f"{d.name} {d.base} (RSS {s.baseline / MIB:.1f} MiB)" for d, s in samplers)
+          + f", bare server {bare.base}" + (f", giftless {peer.server.base}" if peer.server else ""), flush=True)
+    warm_up([bare, *(s for pair in pairs for s in pair)], peer, warm)
     rows: list[Row] = []
     ceilings: dict[str, str] = {}
     for workload in workloads:
-        new_rows, ceilings[workload.name] = measure_workload(workload, root, bare, daemon, peer)
+        new_rows, ceilings[workload.name] = measure_workload(workload, root, bare, pairs, peer)
         rows += new_rows
-    sampler.stop()
-    print_table(rows, ceilings, sampler, daemon, peer)
+    for _, sampler in samplers:
+        sampler.stop()
+    print_table(rows, ceilings, samplers, peer)
     return 0
 
 

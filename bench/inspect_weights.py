@@ -14,8 +14,8 @@ each file ``--repeat`` times (forced, so every run reads again). The safetensors
 state-dict-shaped pickle naming every storage, as torch.save writes it), one stored member per
 tensor and a zip64 central directory.
 
-    .venv/bin/python bench/inspect.py               # 4 GiB each, 5 runs
-    .venv/bin/python bench/inspect.py --gib 1 --repeat 3
+    .venv/bin/python bench/inspect_weights.py               # 4 GiB each, 5 runs
+    .venv/bin/python bench/inspect_weights.py --gib 1 --repeat 3
 
 Needs only the project venv; a temp dir (removed at the end) on a filesystem with sparse files.
 """
