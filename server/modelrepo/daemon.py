@@ -28,11 +28,11 @@ log = structlog.get_logger("modelrepo")
 
 
 async def bootstrap(settings: Settings, accounts: Accounts) -> Path | None:
-    """First start: an 'admin' user and its admin-scoped token, written 0600 to DATA/admin.token."""
-    if await accounts.count_users() > 0:
+    """First start: an 'admin' user and its admin-scoped token, written 0600 to DATA/admin.token.
+    Created once whichever replica starts first; only the creator writes the file (atomically)."""
+    token = await accounts.bootstrap_admin("admin")
+    if token is None:
         return None
-    await accounts.create_user("admin", admin=True)
-    token, _ = await accounts.create_token("admin", scope="admin", name="bootstrap")
     path = settings.admin_token_path
     fd, tmp = tempfile.mkstemp(dir=settings.data_dir, prefix=".admin.token.")
     try:

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 from modelrepo.accounts.auth_guard import FailureLimiter
 from modelrepo.accounts.service import Accounts
+from modelrepo.accounts.signing_keys import load_or_create_key
 from modelrepo.catalog.db import Catalog
 from modelrepo.git import repos
 from modelrepo.git.runner import GitRunner
 from modelrepo.hub.commits import HubCommits
 from modelrepo.hub.service import Hub
 from modelrepo.inspect.service import Inspections
-from modelrepo.lfs.action_tokens import ActionSigner, load_or_create_key
+from modelrepo.lfs.action_tokens import ActionSigner
 from modelrepo.lfs.locks import Locks
 from modelrepo.lfs.service import Lfs
 from modelrepo.metrics import Metrics
@@ -40,6 +41,7 @@ from modelrepo.xet.store import XetBackedStore, xet_view
 class Services:
     settings: Settings
     catalog: Catalog
+    signing_key: bytes  # in the catalog, the same for every process (accounts/signing_keys.py)
     metrics: Metrics
     limiter: FailureLimiter
     accounts: Accounts
@@ -78,6 +80,7 @@ def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog.open(settings.catalog_url, pool_size=settings.catalog.pool_size,
                            max_overflow=settings.catalog.max_overflow)
+    signing_key = load_or_create_key(catalog, legacy=settings.secret_key_path)
     metrics = Metrics()
     accounts = Accounts(catalog)
     worker = WebhookWorker(catalog, settings.webhooks, metrics)
@@ -91,7 +94,7 @@ def build_services(settings: Settings) -> Services:
                               lambda m: f"{settings.server.base_url()}/{m.full_name}.git",
                               settings.push.model_card_schema, inspections=inspections,
                               require_safe_weights=settings.deploy.require_safe_weights)
-    lfs = Lfs(catalog, models, store, ActionSigner(load_or_create_key(settings.secret_key_path)), settings.lfs,
+    lfs = Lfs(catalog, models, store, ActionSigner(signing_key), settings.lfs,
               on_verified=inspections.schedule)
     locks = Locks(catalog)
     # One judge for git pushes, REST ref changes and Hub commits alike.
@@ -101,8 +104,9 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         catalog=catalog,
+        signing_key=signing_key,
         metrics=metrics,
-        limiter=FailureLimiter(settings.auth.max_failures, settings.auth.failure_window),
+        limiter=FailureLimiter(catalog, settings.auth.max_failures, settings.auth.failure_window),
         accounts=accounts,
         worker=worker,
         webhooks=Webhooks(catalog, settings.webhooks, worker.wake),

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import stat
 import subprocess
 from pathlib import Path
@@ -372,7 +373,9 @@ def test_transfer_token_abuse(lfs_world):
     # A forged or expired token.
     forged = action["header"]["Authorization"][:-4] + "AAAA"
     assert http("PUT", action["href"], raw=data, headers={"Authorization": forged}).status == 401
-    signer = ActionSigner((d.data / "secret.key").read_bytes())
+    with sqlite3.connect(d.data / "catalog.db") as db:  # the signing key is in the catalog
+        key = db.execute("select secret from signing_keys where name = 'actions'").fetchone()[0]
+    signer = ActionSigner(key)
     claim = signer.verify(action["header"]["Authorization"].removeprefix("Bearer "))
     expired = signer.sign("upload", claim.model_key, oid, len(data), ttl=-60)
     r = http("PUT", action["href"], raw=data, headers={"Authorization": "Bearer " + expired})

@@ -49,7 +49,7 @@ def test_migrate_is_idempotent(url):
     migrate(url)
     migrate(url)  # a restart runs it again: nothing to do, nothing broken
     version = _inspect(url, lambda conn: conn.execute(sa.text("select version_num from alembic_version")).scalar())
-    assert version == "0008"
+    assert version == "0009"
 
 
 def test_concurrent_start_ups_migrate_once(pg_server):

@@ -1,45 +1,51 @@
 """Brute-force guard: too many failed authentications from one address get 429 for a while.
 
-In memory, per daemon process: a token has 256 random bits, so the guard is about noise and
-credential-stuffing, not about making guessing feasible; it must never cost a database write.
+The failures are rows in the catalog, so every process and replica on one catalog spends one
+budget per address: an attacker spreading guesses over N workers or N replicas behind a load
+balancer gets the same ``max_failures`` per window as against one. A token has 256 random bits,
+so the guard is about noise and credential stuffing, not about making guessing feasible; it costs
+one indexed read per request that presents credentials and one write per failure, never a write
+on success. Rows older than the window are pruned by each write, so the table holds at most one
+window of failures (and at most ``max_failures`` per address: a blocked address is not counted).
 """
 
 import time
-from collections import deque
 
-MAX_TRACKED = 100_000
+import sqlalchemy as sa
+
+from modelrepo.catalog.db import Catalog
+from modelrepo.catalog.schema import auth_failures
+
+MAX_ADDRESS = 64
 
 
 class FailureLimiter:
-    def __init__(self, max_failures: int, window: float) -> None:
+    def __init__(self, catalog: Catalog, max_failures: int, window: float) -> None:
+        self.catalog = catalog
         self.max_failures = max_failures
         self.window = window
-        self._failures: dict[str, deque[float]] = {}
 
-    def _recent(self, addr: str, now: float) -> deque[float] | None:
-        q = self._failures.get(addr)
-        if q is None:
-            return None
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if not q:
-            del self._failures[addr]
-            return None
-        return q
+    @staticmethod
+    def _key(addr: str) -> str:
+        return addr[:MAX_ADDRESS]
 
-    def retry_after(self, addr: str) -> float | None:
+    async def retry_after(self, addr: str) -> float | None:
         """Seconds until ``addr`` may try again, or None if it is not blocked."""
-        now = time.monotonic()
-        q = self._recent(addr, now)
-        if q is None or len(q) < self.max_failures:
+        now = time.time()
+        async with self.catalog.read() as conn:
+            count, first = (await conn.execute(self._recent(addr, now))).one()
+        if count < self.max_failures:
             return None
-        return max(q[0] + self.window - now, 1.0)
+        return max(first + self.window - now, 1.0)
 
-    def record(self, addr: str) -> None:
-        now = time.monotonic()
-        if len(self._failures) >= MAX_TRACKED:
-            # Shed the stalest addresses rather than grow without bound under a spray.
-            for key in list(self._failures)[: MAX_TRACKED // 10]:
-                del self._failures[key]
-        q = self._recent(addr, now) or self._failures.setdefault(addr, deque())
-        q.append(now)
+    async def record(self, addr: str) -> None:
+        now = time.time()
+        async with self.catalog.tx() as conn:
+            await conn.execute(auth_failures.delete().where(auth_failures.c.at <= now - self.window))
+            count, _ = (await conn.execute(self._recent(addr, now))).one()
+            if count < self.max_failures:  # beyond the budget another row changes nothing
+                await conn.execute(auth_failures.insert().values(address=self._key(addr), at=now))
+
+    def _recent(self, addr: str, now: float) -> sa.Select:
+        return (sa.select(sa.func.count(), sa.func.min(auth_failures.c.at))
+                .where(auth_failures.c.address == self._key(addr), auth_failures.c.at > now - self.window))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.portable import insert
@@ -71,15 +72,20 @@ def _namespace(row: sa.Row) -> Namespace:
     return Namespace(id=row.id, name=row.name, description=row.description, created_at=row.created_at)
 
 
+async def _insert_token(conn, user_id: int, scope: str, name: str) -> tuple[str, int, float]:
+    """A new token for ``user_id`` inside the caller's transaction: (token, id, created_at)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = time.time()
+    res = await conn.execute(tokens.insert().values(
+        user_id=user_id, name=name, token_hash=hash_token(token), scope=scope, created_at=now))
+    return token, res.inserted_primary_key[0], now
+
+
 class Accounts:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 
     # -- users -------------------------------------------------------------------------------
-    async def count_users(self) -> int:
-        async with self.catalog.read() as conn:
-            return (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one()
-
     async def create_user(self, name: str, *, admin: bool = False) -> User:
         check_name(name, "user")
         now = time.time()
@@ -134,13 +140,28 @@ class Accounts:
         if user.disabled_at is not None:
             raise Conflict(f"user {user.name!r} is disabled: enable it first (modelrepo user enable {user.name})",
                            code="user_disabled")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        now = time.time()
         async with self.catalog.tx() as conn:
-            res = await conn.execute(tokens.insert().values(
-                user_id=user.id, name=name, token_hash=hash_token(token), scope=scope, created_at=now))
-        return token, {"id": res.inserted_primary_key[0], "name": name, "scopes": list(SCOPES[: SCOPES.index(scope) + 1]),
+            token, token_id, now = await _insert_token(conn, user.id, scope, name)
+        return token, {"id": token_id, "name": name, "scopes": list(SCOPES[: SCOPES.index(scope) + 1]),
                        "user": user.name, "created_at": now}
+
+    async def bootstrap_admin(self, name: str = "admin") -> str | None:
+        """First start of an empty catalog: the site admin and its admin-scoped token, in one
+        transaction, or None when the catalog has users already. Replicas starting together on
+        one catalog race here: SQLite's write lock serializes them (the second sees a user), and on
+        PostgreSQL the loser's insert meets the winner's unique name and rolls back; either way
+        exactly one process gets the token."""
+        now = time.time()
+        try:
+            async with self.catalog.tx() as conn:
+                if (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one():
+                    return None
+                res = await conn.execute(users.insert().values(name=name, name_key=name.lower(), is_admin=True,
+                                                               created_at=now))
+                token, _, _ = await _insert_token(conn, res.inserted_primary_key[0], "admin", "bootstrap")
+        except IntegrityError:
+            return None
+        return token
 
     async def create_token_as(self, identity: Identity, user_name: str, *, scope: str, name: str) -> tuple[str, dict]:
         require_authenticated(identity)
@@ -284,24 +305,44 @@ class Accounts:
         return [{"user": r.name, "role": r.role} for r in rows]
 
     # -- quotas ------------------------------------------------------------------------------------
-    async def usage(self, namespace_id: int) -> dict:
+    @staticmethod
+    async def lock_quota(conn: AsyncConnection, namespace_id: int) -> sa.Row | None:
+        """The namespace's name and quotas, its row locked until the caller's transaction ends, or
+        None (and nothing locked) when it has no quota. Every write a quota limits takes this lock
+        and counts usage inside the same transaction, so processes sharing the catalog cannot both
+        pass a check and together exceed the quota (SQLite's write lock already serializes them;
+        on PostgreSQL this row lock does, also in ``tx(exclusive=False)``)."""
+        query = sa.select(namespaces.c.name, namespaces.c.quota_bytes, namespaces.c.quota_models).where(
+            namespaces.c.id == namespace_id)
+        row = (await conn.execute(query)).one()
+        if row.quota_bytes is None and row.quota_models is None:
+            return None
+        return (await conn.execute(query.with_for_update())).one()
+
+    async def usage(self, namespace_id: int, conn: AsyncConnection | None = None) -> dict:
         """Stored bytes (each distinct object once, however many models link it) and model count.
         Objects uploaded through Xet are not stored whole: they count as their xorbs, each distinct
-        xorb once, so a new version of a file costs only the chunks that changed."""
+        xorb once, so a new version of a file costs only the chunks that changed. ``conn``: count
+        inside the caller's transaction (after ``lock_quota``)."""
+        if conn is not None:
+            return await self._usage(conn, namespace_id)
+        async with self.catalog.read() as conn:
+            return await self._usage(conn, namespace_id)
+
+    @staticmethod
+    async def _usage(conn: AsyncConnection, namespace_id: int) -> dict:
         linked = (sa.select(lfs_links.c.oid).distinct().join(models, models.c.id == lfs_links.c.model_id)
                   .where(models.c.namespace_id == namespace_id).subquery())
         xorbs = (sa.select(xet_xorb_links.c.xorb_hash).distinct()
                  .join(models, models.c.id == xet_xorb_links.c.model_id)
                  .where(models.c.namespace_id == namespace_id).subquery())
-        async with self.catalog.read() as conn:
-            used = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(lfs_objects.c.size), 0))
-                                       .where(lfs_objects.c.oid.in_(sa.select(linked.c.oid)),
-                                              lfs_objects.c.oid.notin_(sa.select(xet_files.c.sha256)))))\
-                .scalar_one()
-            used += (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(xet_xorbs.c.size), 0))
-                                        .where(xet_xorbs.c.hash.in_(sa.select(xorbs.c.xorb_hash))))).scalar_one()
-            count = (await conn.execute(sa.select(sa.func.count()).select_from(models)
-                                        .where(models.c.namespace_id == namespace_id))).scalar_one()
+        used = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(lfs_objects.c.size), 0))
+                                   .where(lfs_objects.c.oid.in_(sa.select(linked.c.oid)),
+                                          lfs_objects.c.oid.notin_(sa.select(xet_files.c.sha256))))).scalar_one()
+        used += (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(xet_xorbs.c.size), 0))
+                                    .where(xet_xorbs.c.hash.in_(sa.select(xorbs.c.xorb_hash))))).scalar_one()
+        count = (await conn.execute(sa.select(sa.func.count()).select_from(models)
+                                    .where(models.c.namespace_id == namespace_id))).scalar_one()
         return {"bytes": int(used), "models": int(count)}
 
     async def quota(self, namespace_id: int) -> dict:

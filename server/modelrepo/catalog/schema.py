@@ -132,6 +132,10 @@ deliveries = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("delivered_at", sa.Float, nullable=True),
+    # The worker whose attempt is in flight, and until when: another worker takes the row over only
+    # once the lease has passed (the claimer died), so every delivery goes out once in the normal case.
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
     sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
     sa.Index("ix_deliveries_webhook", "webhook_id", "created_at"),
 )
@@ -252,5 +256,24 @@ xet_file_links = sa.Table(
     sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("file_hash", sa.String(64), sa.ForeignKey("xet_files.hash", ondelete="RESTRICT"), primary_key=True,
               index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Failed authentications per client address, shared by every daemon process on the catalog (the
+# brute-force guard's budget); rows older than the window are pruned as new ones arrive.
+auth_failures = sa.Table(
+    "auth_failures", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("address", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Index("ix_auth_failures_address_at", "address", "at"),
+)
+
+# Signing keys (LFS and Xet action tokens, the web UI's CSRF key): created once by whichever
+# process starts first, so every replica signs and verifies with the same bytes.
+signing_keys = sa.Table(
+    "signing_keys", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("secret", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )

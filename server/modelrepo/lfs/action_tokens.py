@@ -1,46 +1,18 @@
 """Short-lived signed tokens for LFS transfer actions.
 
 The batch API hands each action an ``Authorization`` header carrying one of these: it names the
-operation, the model, the OID and its size, and an expiry, signed with the daemon's secret key
-(DATA/secret.key). A transfer needs no catalog lookup to authorize, and a token for one
+operation, the model, the OID and its size, and an expiry, signed with the daemon's signing key
+(kept in the catalog, shared by every process: accounts/signing_keys.py). A transfer needs no catalog lookup to authorize, and a token for one
 repository, object or operation is useless for any other.
 """
 
 import base64
 import hmac
-import os
-import secrets
 import time
 from dataclasses import dataclass
 from hashlib import sha256
-from pathlib import Path
 
 PREFIX = "lfs1."
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """32 random bytes, created once (0600, atomically) and shared by every daemon process."""
-    try:
-        key = path.read_bytes()
-        if len(key) >= 32:
-            return key
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, secrets.token_bytes(32))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # never replaces a key another process just wrote
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
-    return path.read_bytes()
 
 
 @dataclass(frozen=True)

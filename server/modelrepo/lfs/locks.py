@@ -1,6 +1,8 @@
 """Git LFS file locks (docs/api/locking.md): create, list, verify, unlock.
 
 Writers lock; anyone who can read lists; only the owner unlocks, or a namespace admin with force.
+The catalog decides between processes: the unique (model, path) makes one of two racing creates a
+409, and an unlock deletes the row it locked.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.schema import lfs_locks, users
-from modelrepo.errors import Conflict, Forbidden, InvalidInput, NotFound
+from modelrepo.errors import Conflict, Forbidden, InvalidInput, NotFound, model_not_found
 from modelrepo.accounts.access import Identity
 from modelrepo.models.service import Model
 
@@ -69,7 +71,9 @@ class Locks:
             async with self.catalog.read() as conn:
                 row = (await conn.execute(_SELECT.where(lfs_locks.c.model_id == model.id,
                                                         lfs_locks.c.path == path))).first()
-            raise LockConflict(_lock_json(row) if row else {"path": path}) from None
+            if row is None:  # not a lock taken first: the model was deleted under us
+                raise model_not_found() from None
+            raise LockConflict(_lock_json(row)) from None
         return _lock_json(row)
 
     async def list(self, model: Model, *, path: str | None = None, lock_id: str | None = None,
@@ -102,8 +106,9 @@ class Locks:
         if not lock_id.isdigit():
             raise NotFound("lock not found")
         async with self.catalog.tx() as conn:
-            row = (await conn.execute(_SELECT.where(lfs_locks.c.model_id == model.id,
-                                                    lfs_locks.c.id == int(lock_id)))).first()
+            # Locked until the delete: of two unlocks racing (from any process), one answers 404.
+            row = (await conn.execute(_SELECT.where(lfs_locks.c.model_id == model.id, lfs_locks.c.id == int(lock_id))
+                                      .with_for_update(of=lfs_locks))).first()
             if row is None:
                 raise NotFound("lock not found")
             if row.owner_id != identity.user_id:

@@ -194,10 +194,7 @@ class Lfs:
             return
         used = (await self.models.accounts.usage(model.namespace_id))["bytes"]
         if used + needed > quota:
-            raise InsufficientStorage(
-                f"namespace {model.namespace} LFS quota exceeded: {human(used)} used of {human(quota)}, "
-                f"this push needs {human(needed)} more. Ask an administrator to raise the quota "
-                f"(modelrepo namespace set-quota {model.namespace} --bytes ...) or delete unused models.")
+            raise _over_quota(model.namespace, used, quota, needed)
 
     # -- links ---------------------------------------------------------------------------------
     async def linked_sizes(self, model_id: int, oids: list[str]) -> dict[str, int]:
@@ -217,18 +214,35 @@ class Lfs:
         return (await self.linked_sizes(model_id, [oid])).get(oid)
 
     async def record(self, model_id: int, oid: str, size: int) -> None:
-        """The object's bytes are verified and in the store: record it and link it, in one transaction."""
+        """The object's bytes are verified and in the store: record it and link it, in one transaction.
+
+        The batch's quota check admits a push; this one decides it. Concurrent pushes (from any
+        process on the catalog) can each pass the batch check, so the link that would take the
+        namespace over its quota is refused here, counted under the namespace's row lock; its
+        unlinked bytes are left for gc."""
         now = time.time()
-        # Not exclusive (see Catalog.tx): two inserts ON CONFLICT DO NOTHING, safe side by side.
+        accounts = self.models.accounts
+        # Not exclusive (see Catalog.tx): two inserts ON CONFLICT DO NOTHING, safe side by side; a
+        # quota is the one thing to decide between them, under the namespace's row lock.
         async with self.catalog.tx(exclusive=False) as conn:
             # gc deletes unlinked objects from the store while holding the exclusive write lock:
             # checking under ours that the bytes are still stored means we never link an object gc removed.
             if await self.store.stat(oid) != size:
                 raise StorageUnavailable("the object was removed while it was being uploaded; upload it again")
+            ns_id = (await conn.execute(sa.select(models_table.c.namespace_id)
+                                        .where(models_table.c.id == model_id))).scalar_one()
+            limits = await accounts.lock_quota(conn, ns_id)
+            quota = limits.quota_bytes if limits else None
+            if quota is not None:
+                before = (await accounts.usage(ns_id, conn))["bytes"]
             await conn.execute(insert(conn, lfs_objects).values(oid=oid, size=size, created_at=now)
                                .on_conflict_do_nothing(index_elements=["oid"]))
             await conn.execute(insert(conn, lfs_links).values(model_id=model_id, oid=oid, created_at=now)
                                .on_conflict_do_nothing(index_elements=["model_id", "oid"]))
+            if quota is not None:
+                after = (await accounts.usage(ns_id, conn))["bytes"]
+                if after > before and after > quota:
+                    raise _over_quota(limits.name, before, quota, after - before)
         self.on_verified(oid, size)
 
     async def known_size(self, oid: str) -> int | None:
@@ -276,3 +290,10 @@ class Lfs:
 
 def _is_size(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _over_quota(namespace: str, used: int, quota: int, needed: int) -> InsufficientStorage:
+    return InsufficientStorage(
+        f"namespace {namespace} LFS quota exceeded: {human(used)} used of {human(quota)}, "
+        f"this push needs {human(needed)} more. Ask an administrator to raise the quota "
+        f"(modelrepo namespace set-quota {namespace} --bytes ...) or delete unused models.")

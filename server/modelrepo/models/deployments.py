@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pygit2
 import sqlalchemy as sa
 
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.schema import deployments, models, namespaces
-from modelrepo.errors import Conflict, InvalidInput, NotFound, Unauthenticated, Unprocessable
+from modelrepo.errors import Conflict, InvalidInput, NotFound, Unauthenticated, Unprocessable, model_not_found
 from modelrepo.names import check_name, check_ref_name
 from modelrepo.accounts.access import Identity
 from modelrepo.inspect.policy import deploy_problems, gather_findings, repo_blob_reader, tree_files
@@ -83,8 +84,13 @@ class Deployments:
             raise InvalidInput("target must be a string")
         if not isinstance(params, dict):
             raise InvalidInput("params must be an object")
-        at = await asyncio.to_thread(read_at, self.models.path(model), f"refs/tags/{revision}",
-                                     self.card_schema)
+        try:
+            at = await asyncio.to_thread(read_at, self.models.path(model), f"refs/tags/{revision}",
+                                         self.card_schema)
+        except pygit2.GitError:
+            if await self.models.find(model.namespace, model.name) is None:
+                raise model_not_found() from None  # deleted (by another process) since we looked it up
+            raise
         if at is None:
             raise Unprocessable(f"revision {revision!r} is not a tag of {model.full_name}: deployments are made "
                                 f"from release tags (git tag -a {revision} && git push origin {revision})",
@@ -96,6 +102,11 @@ class Deployments:
         await self._weights_gate(model, revision, files)
         now = time.time()
         async with self.catalog.tx() as conn:
+            # The lock Models.delete takes: a delete committed first means no model to deploy, one
+            # waiting behind us sees this deployment and refuses; two requests for one name queue.
+            if (await conn.execute(sa.select(models.c.id).where(models.c.id == model.id)
+                                   .with_for_update())).first() is None:
+                raise model_not_found()
             clash = (await conn.execute(sa.select(deployments.c.id).where(
                 deployments.c.model_id == model.id, deployments.c.name == dep_name,
                 deployments.c.status.in_(LIVE)))).first()

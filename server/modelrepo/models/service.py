@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.portable import json_text
 from modelrepo.catalog.schema import deployments, memberships, model_card_tags, model_files, models, namespaces
-from modelrepo.errors import Conflict, Forbidden, InvalidInput
+from modelrepo.errors import Conflict, Forbidden, InvalidInput, model_not_found
 from modelrepo.names import check_name, check_ref_name
 from modelrepo.git import repos
 from modelrepo.accounts.access import (
@@ -156,12 +156,14 @@ class Models:
             check_model_role(identity, role, "writer", "write")
         else:
             ns = await self.accounts.get_namespace(namespace)
-        quota = await self.accounts.quota(ns.id)
-        if quota["models"] is not None and (await self.accounts.usage(ns.id))["models"] >= quota["models"]:
-            raise Forbidden(f"namespace {ns.name} is at its quota of {quota['models']} models", code="quota_exceeded")
         now = time.time()
         try:
             async with self.catalog.tx() as conn:
+                # Counted under the namespace's row lock: two processes cannot both take the last place.
+                limits = await self.accounts.lock_quota(conn, ns.id)
+                quota = limits.quota_models if limits else None
+                if quota is not None and (await self.accounts.usage(ns.id, conn))["models"] >= quota:
+                    raise Forbidden(f"namespace {ns.name} is at its quota of {quota} models", code="quota_exceeded")
                 res = await conn.execute(models.insert().values(
                     namespace_id=ns.id, name=name, name_key=name.lower(), description=description,
                     visibility=visibility, default_branch=branch, created_at=now, updated_at=now))
@@ -251,6 +253,10 @@ class Models:
         are left for a later sweep); refused while a deployment is requested or active."""
         model = await self.for_admin(identity, namespace, name)
         async with self.catalog.tx() as conn:
+            # Locked before the pin check: a deployment being requested (which locks the row too)
+            # or a post-receive rebuilding the mirror finishes first, or waits and finds no model.
+            if (await conn.execute(sa.select(models.c.id).where(models.c.id == model.id).with_for_update())).first() is None:
+                raise model_not_found()
             live = (await conn.execute(sa.select(deployments.c.id, deployments.c.name, deployments.c.status).where(
                 deployments.c.model_id == model.id, deployments.c.status.in_(("requested", "active"))))).all()
             if live:

@@ -4,6 +4,15 @@ It claims due rows from the outbox, POSTs them signed, records every attempt, an
 retries with exponential backoff and jitter. A row is marked delivered only after a 2xx, so a
 crash at any point means a retry with the same delivery id, never a lost event.
 
+Every process (worker processes, replicas) runs a worker on the one catalog, so a row is claimed
+before it is sent: in one transaction the due rows are locked (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so concurrent claimers each take different rows; SQLite's write lock serializes the
+claim) and stamped with a claim id and a lease (``claimed_by``, ``lease_until``). Nobody else
+takes a row while its lease runs; the lease outlives an attempt (``lease_seconds``), so it only
+passes when the claimer died, and then another worker sends it again with the same delivery id.
+The outcome is recorded only while the claim still holds: a claimer that outlived its lease
+finds its row taken over and records nothing, so the log shows each attempt once.
+
 Every connection goes through the SSRF guard (webhook_targets.py): names through its resolver,
 literal addresses checked here before sending, redirects never followed (a 3xx is a failed attempt).
 """
@@ -12,7 +21,9 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import os
 import random
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -34,6 +45,12 @@ from modelrepo.settings import WebhookSettings
 
 log = structlog.get_logger("modelrepo.webhooks")
 BATCH = 16
+LEASE_GRACE = 5.0  # seconds past twice the attempt timeout: the recording after the POST, a busy catalog
+
+
+def lease_seconds(settings: WebhookSettings) -> float:
+    """How long a claim keeps other workers off a row: longer than any attempt can take."""
+    return 2 * settings.timeout + LEASE_GRACE
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -76,6 +93,8 @@ class WebhookWorker:
         self._stopping = False
         self._task: asyncio.Task | None = None
         self._session: aiohttp.ClientSession | None = None
+        # Names this worker's claims (with a fresh suffix per claim) in the catalog and the logs.
+        self.name = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(3)}"
 
     def wake(self) -> None:
         self._wake.set()
@@ -121,9 +140,12 @@ class WebhookWorker:
                 pass
 
     async def _idle_time(self) -> float:
+        # A row another worker holds is due again when its lease ends, not before.
+        due_at = sa.case((deliveries.c.lease_until > deliveries.c.next_attempt_at, deliveries.c.lease_until),
+                         else_=deliveries.c.next_attempt_at)
         async with self.catalog.read() as conn:
             nxt, depth = (await conn.execute(
-                sa.select(sa.func.min(deliveries.c.next_attempt_at), sa.func.count())
+                sa.select(sa.func.min(due_at), sa.func.count())
                 .where(deliveries.c.status == "pending"))).one()
         if self.metrics:
             self.metrics.queue.set(depth)
@@ -132,17 +154,32 @@ class WebhookWorker:
         return min(max(nxt - time.time(), 0.01), 5.0)
 
     async def run_once(self) -> int:
-        now = time.time()
-        async with self.catalog.read() as conn:
-            rows = (await conn.execute(
-                sa.select(deliveries, webhooks.c.url, webhooks.c.secret, webhooks.c.active)
-                .join(webhooks, webhooks.c.id == deliveries.c.webhook_id)
-                .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
-                .order_by(deliveries.c.next_attempt_at).limit(BATCH))).all()
+        rows = await self.claim()
         if not rows:
             return 0
         await asyncio.gather(*(self._attempt(r) for r in rows))
         return len(rows)
+
+    async def claim(self, limit: int = BATCH) -> list[sa.Row]:
+        """Take up to ``limit`` due rows nobody holds (or whose holder's lease has passed) and stamp
+        them with a new claim: the rows to send, with ``claimed_by``/``lease_until`` as stamped."""
+        now = time.time()
+        claim = f"{self.name}/{secrets.token_hex(4)}"
+        async with self.catalog.tx() as conn:
+            ids = (await conn.execute(
+                sa.select(deliveries.c.id)
+                .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now,
+                       sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until <= now))
+                .order_by(deliveries.c.next_attempt_at).limit(limit)
+                .with_for_update(skip_locked=True))).scalars().all()
+            if not ids:
+                return []
+            await conn.execute(deliveries.update().where(deliveries.c.id.in_(ids)).values(
+                claimed_by=claim, lease_until=now + lease_seconds(self.settings)))
+            return list((await conn.execute(
+                sa.select(deliveries, webhooks.c.url, webhooks.c.secret, webhooks.c.active)
+                .join(webhooks, webhooks.c.id == deliveries.c.webhook_id)
+                .where(deliveries.c.id.in_(ids)).order_by(deliveries.c.next_attempt_at))).all())
 
     def _refuse_literal_target(self, url: str) -> None:
         """aiohttp skips the resolver for a literal address, so it is checked here, against the
@@ -180,7 +217,8 @@ class WebhookWorker:
         duration = (time.perf_counter() - started) * 1000
         now = time.time()
         ok = error is None
-        values: dict = {"attempts": attempt, "last_response_code": code, "last_error": error}
+        values: dict = {"attempts": attempt, "last_response_code": code, "last_error": error,
+                        "claimed_by": None, "lease_until": None}
         if ok:
             values.update(status="delivered", delivered_at=now)
         elif attempt >= self.settings.max_attempts:
@@ -188,9 +226,18 @@ class WebhookWorker:
         else:
             values.update(next_attempt_at=now + backoff(attempt, self.settings))
         async with self.catalog.tx() as conn:
-            await conn.execute(delivery_attempts.insert().values(
-                delivery_id=row.id, attempt=attempt, at=now, response_code=code, duration_ms=duration, error=error))
-            await conn.execute(deliveries.update().where(deliveries.c.id == row.id).values(**values))
+            held = await conn.execute(deliveries.update().where(
+                deliveries.c.id == row.id, deliveries.c.claimed_by == row.claimed_by).values(**values))
+            if held.rowcount:
+                await conn.execute(delivery_attempts.insert().values(
+                    delivery_id=row.id, attempt=attempt, at=now, response_code=code, duration_ms=duration,
+                    error=error))
+        if not held.rowcount:
+            # The lease passed and another worker took the row over (or it was deleted): the
+            # outcome is theirs to record.
+            log.warning("webhook_claim_lost", delivery=row.id, webhook=row.webhook_id, claim=row.claimed_by,
+                        attempt=attempt, response_code=code, error=error)
+            return
         if self.metrics:
             self.metrics.deliveries.labels(values.get("status", "retry")).inc()
         log.info("webhook_delivery", delivery=row.id, webhook=row.webhook_id, event_name=row.event,

@@ -17,7 +17,9 @@ have queued, with the catalog's old tip as "before"): the push was accepted and 
 lost with the crash. ``fsck --repair`` runs next to a live daemon, where a drift may just be a
 push whose post-receive is running and will announce it itself, so it rebuilds without events.
 A rebuild that raced a push is compared again and redone (``ATTEMPTS``): the mirror converges to
-whatever the refs are when the comparison finally agrees.
+whatever the refs are when the comparison finally agrees. Replicas starting together on one
+catalog converge at once: the rebuild announces only while the catalog still records the drift's
+old tips (checked in its transaction), so each lost event is announced once, by the first.
 """
 
 import asyncio
@@ -127,7 +129,7 @@ async def _rebuild(catalog: Catalog, models_: Models, effects: PushEffects, clon
         if current is None or model is None or model.id != drift.model_id:
             return  # in step now, or deleted meanwhile
         await effects.apply(model, list(current.updates) if announce else [], pusher=None,
-                            clone_url=clone_url(model.full_name))
+                            clone_url=clone_url(model.full_name), unless_caught_up=True)
         announce = False  # announced once; a re-run only catches up with a concurrent push
         log.info("catalog_converged", model=model.full_name, refs=[u.ref for u in current.updates])
         again = await find_drift(catalog, models_, drift.model_id)

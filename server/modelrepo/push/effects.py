@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.schema import model_card_tags, model_files, model_refs, models
 from modelrepo.models.service import Model
-from modelrepo.push.rules import RefUpdate
+from modelrepo.push.rules import ZERO, RefUpdate
 from modelrepo.git.snapshot import read_at, read_snapshot
 from modelrepo.models.webhooks import enqueue, envelope
 
@@ -26,7 +26,14 @@ class PushEffects:
         self.path_of = path_of
         self.wake = wake
 
-    async def apply(self, model: Model, updates: list[RefUpdate], *, pusher: str | None, clone_url: str) -> None:
+    async def apply(self, model: Model, updates: list[RefUpdate], *, pusher: str | None, clone_url: str,
+                    unless_caught_up: bool = False) -> None:
+        """Rebuild the mirror and queue the events of ``updates``. A model deleted meanwhile is left
+        alone (its rows are gone; the push landed in a repository on its way to the trash).
+
+        ``unless_caught_up``: announce only if the catalog still records every update's ``old``
+        tip, checked inside the transaction. Start-up convergence passes it: two replicas starting
+        together both find the same drift, and only the first rebuild announces it."""
         path = self.path_of(model)
         snap = await asyncio.to_thread(read_snapshot, path, model.default_branch, self.card_schema)
         created_tags = {}
@@ -37,6 +44,11 @@ class PushEffects:
         tags = card.get("tags") if isinstance(card.get("tags"), list) else []
         base = {"clone_url": clone_url, "pusher": pusher}
         async with self.catalog.tx() as conn:
+            # The row lock keeps a concurrent delete waiting until this rebuild is committed.
+            if (await conn.execute(sa.select(models.c.id).where(models.c.id == model.id).with_for_update())).first() is None:
+                return
+            if unless_caught_up and updates and not await _still_recorded(conn, model.id, updates):
+                updates = []  # another process rebuilt (and announced) this drift already
             await conn.execute(model_refs.delete().where(model_refs.c.model_id == model.id))
             if snap.refs:
                 await conn.execute(model_refs.insert(), [{"model_id": model.id, **r.row()} for r in snap.refs])
@@ -79,6 +91,14 @@ class PushEffects:
                         "lfs_files": [{"path": f.path, "oid": f.lfs_oid, "size": f.size} for f in files if f.lfs_oid],
                     }))
         self.wake()
+
+
+async def _still_recorded(conn, model_id: int, updates: list[RefUpdate]) -> bool:
+    """Whether the catalog records each update's ``old`` tip (ZERO: no such ref) right now."""
+    rows = await conn.execute(sa.select(model_refs.c.kind, model_refs.c.name, model_refs.c.commit)
+                              .where(model_refs.c.model_id == model_id))
+    recorded = {(r.kind, r.name): r.commit for r in rows}
+    return all(recorded.get(("tag" if u.is_tag else "branch", u.short), ZERO) == u.old for u in updates)
 
 
 async def _namespace_id(conn, model_id: int) -> int:

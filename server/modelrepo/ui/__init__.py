@@ -13,8 +13,7 @@ import hmac
 from aiohttp import web
 
 from modelrepo.accounts.sessions import Sessions
-from modelrepo.keys import CATALOG, SETTINGS
-from modelrepo.lfs.action_tokens import load_or_create_key
+from modelrepo.keys import CATALOG, SERVICES, SETTINGS
 from modelrepo.ui import account, browse, release, render
 from modelrepo.ui.guard import UI, UiState
 from modelrepo.ui.markdown import CardCache
@@ -24,7 +23,7 @@ M = "/{ns}/{name}"
 
 def add_routes(app: web.Application) -> None:
     settings = app[SETTINGS]
-    key = load_or_create_key(settings.secret_key_path)
+    key = app[SERVICES].signing_key
     app[UI] = UiState(
         sessions=Sessions(app[CATALOG], settings.auth.session_idle, settings.auth.session_absolute),
         csrf_key=hmac.new(key, b"modelrepo web UI CSRF", hashlib.sha256).digest(),

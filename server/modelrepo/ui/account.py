@@ -37,14 +37,14 @@ async def login(request: web.Request) -> web.Response:
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     target = local_path(str(form.get("next", "/")))
     limiter, addr = request.app[LIMITER], client_address(request, request.app[SETTINGS].server)
-    retry = limiter.retry_after(addr)
+    retry = await limiter.retry_after(addr)
     if retry is not None:
         request.app[METRICS].auth_failures.labels("yes").inc()
         log.warning("auth_rate_limited", remote=addr, retry_after=round(retry))
         raise TooManyRequests(f"Too many failed sign-ins from your address; try again in {retry:.0f} s.", retry)
     identity = await passwords.verify(request.app[ACCOUNTS], username, password) if username and password else None
     if identity is None:
-        limiter.record(addr)
+        await limiter.record(addr)
         request.app[METRICS].auth_failures.labels("no").inc()
         log.info("auth_failed", remote=addr, via="ui")
         return render(request, "login.html", {"title": "Sign in", "next": target, "username": username,

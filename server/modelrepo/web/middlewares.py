@@ -128,7 +128,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if header:
         limiter = request.app[LIMITER]
         addr = client_address(request, request.app[SETTINGS].server)
-        retry = limiter.retry_after(addr)
+        retry = await limiter.retry_after(addr)
         if retry is not None:
             request.app[METRICS].auth_failures.labels("yes").inc()
             log.warning("auth_rate_limited", remote=addr, retry_after=round(retry))
@@ -136,7 +136,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         try:
             identity = await _identify(request, header)
         except Unauthenticated:
-            limiter.record(addr)
+            await limiter.record(addr)
             request.app[METRICS].auth_failures.labels("no").inc()
             log.info("auth_failed", remote=addr)
             raise

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from modelrepo.accounts.access import Identity
 from modelrepo.catalog.db import Catalog
@@ -155,6 +156,11 @@ class Xet:
             # gc deletes unreferenced xorbs under its exclusive lock: recheck that the bytes are still there.
             if await self.store.stat(oid) is None:
                 raise StorageUnavailable("the xorb was removed while it was being uploaded; upload it again")
+            # The check above admitted the upload; this one, under the namespace's row lock, decides
+            # it for uploads racing from other processes on the catalog.
+            limits = await self.models.accounts.lock_quota(conn, model.namespace_id)
+            if limits is not None and limits.quota_bytes is not None:
+                await self._check_quota(model, xorb_hex, size, conn, limits.quota_bytes)
             await conn.execute(insert(conn, xet_xorbs).values(
                 hash=xorb_hex, object_oid=oid, size=size,
                 unpacked=table.unpacked, data_end=table.data_end, chunks=table.pack(), created_at=now)
@@ -172,21 +178,25 @@ class Xet:
                  chunks=len(table.chunks), unpacked=table.unpacked)
         return inserted
 
-    async def _check_quota(self, model: Model, xorb_hex: str, size: int) -> None:
+    async def _check_quota(self, model: Model, xorb_hex: str, size: int, conn: AsyncConnection | None = None,
+                           quota: int | None = None) -> None:
         """507 when a xorb new to the namespace would take it over its byte quota. Quotas count
-        stored bytes: a xorb the namespace already holds costs nothing."""
+        stored bytes: a xorb the namespace already holds costs nothing. ``conn`` and ``quota``:
+        inside the recording transaction, after ``Accounts.lock_quota``."""
         accounts = self.models.accounts
-        quota = (await accounts.quota(model.namespace_id))["bytes"]
-        if quota is None:
+        if conn is None:
+            quota = (await accounts.quota(model.namespace_id))["bytes"]
+            if quota is None:
+                return
+            async with self.catalog.read() as conn:
+                return await self._check_quota(model, xorb_hex, size, conn, quota)
+        held = (await conn.execute(
+            sa.select(xet_xorb_links.c.xorb_hash).join(models_table, models_table.c.id == xet_xorb_links.c.model_id)
+            .where(models_table.c.namespace_id == model.namespace_id, xet_xorb_links.c.xorb_hash == xorb_hex)
+            .limit(1))).first()
+        if held is not None or quota is None:
             return
-        async with self.catalog.read() as conn:
-            held = (await conn.execute(
-                sa.select(xet_xorb_links.c.xorb_hash).join(models_table, models_table.c.id == xet_xorb_links.c.model_id)
-                .where(models_table.c.namespace_id == model.namespace_id, xet_xorb_links.c.xorb_hash == xorb_hex)
-                .limit(1))).first()
-        if held is not None:
-            return
-        used = (await accounts.usage(model.namespace_id))["bytes"]
+        used = (await accounts.usage(model.namespace_id, conn))["bytes"]
         if used + size > quota:
             raise InsufficientStorage(
                 f"namespace {model.namespace} storage quota exceeded: {human(used)} used of {human(quota)}, this "
