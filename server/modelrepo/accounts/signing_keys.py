@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from modelrepo.catalog.db import Catalog, _run_blocking
+from modelrepo.catalog.db import Catalog, run_blocking
 from modelrepo.catalog.portable import insert
 from modelrepo.catalog.schema import signing_keys
 
@@ -64,4 +64,4 @@ def load_or_create_key(catalog: Catalog, name: str = ACTIONS, legacy: Path | Non
     Synchronous, like the rest of building the services, and run the way ``Catalog.open`` runs
     migrations (on a private event loop, in a thread when called inside a running loop).
     """
-    return _run_blocking(lambda: _load_or_create(catalog.engine.url, name, legacy))
+    return run_blocking(lambda: _load_or_create(catalog.engine.url, name, legacy))
