@@ -117,13 +117,37 @@ class Daemon:
         return self.proc.returncode
 
 
+# MODELREPO_TESTS_CATALOG=postgresql runs every test daemon (that names no catalog itself) on a fresh
+# database of one throw-away PostgreSQL: the suites written for the SQLite default, on PostgreSQL.
+# A restart on the same data directory gets the same database. Tests that open DATA/catalog.db with
+# sqlite3, or run the CLI on the data directory, themselves do not apply in that mode.
+_PG_FOR_ALL = None
+_PG_URLS: dict[Path, str] = {}
+
+
+def _catalog_env(data: Path) -> dict:
+    global _PG_FOR_ALL
+    if os.environ.get("MODELREPO_TESTS_CATALOG") != "postgresql":
+        return {}
+    if _PG_FOR_ALL is None:
+        import atexit
+
+        from .pgserver import start_pg_server
+
+        _PG_FOR_ALL = start_pg_server()
+        atexit.register(_PG_FOR_ALL.stop)
+    if data not in _PG_URLS:
+        _PG_URLS[data] = _PG_FOR_ALL.url()
+    return {"MODELREPO_CATALOG__URL": _PG_URLS[data]}
+
+
 def start_daemon(data: Path | None = None, *, extra_env: dict | None = None, args: list[str] | None = None,
                  wait: bool = True, port: int | None = None) -> Daemon:
     data = data or short_tmpdir() / "data"
     port = port or free_port()
     log_path = data.parent / f"daemon-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
-    env.update({"MODELREPO_LOG__FORMAT": "json", **WEBHOOK_OPT_IN})
+    env.update({"MODELREPO_LOG__FORMAT": "json", **WEBHOOK_OPT_IN, **_catalog_env(data)})
     env.update(extra_env or {})
     env = {k: v for k, v in env.items() if v is not None}
     logf = open(log_path, "wb")

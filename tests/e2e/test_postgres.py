@@ -141,9 +141,11 @@ def test_admin_cli_gc_and_fsck(pgd):
 def test_cli_with_an_unreachable_catalog_says_so(tmp_path):
     from ..helpers import free_port
 
-    r = cli({URL_KEY: f"postgresql://u:secret@127.0.0.1:{free_port()}/db"}, tmp_path / "data", "user", "list")
-    assert r.returncode == 1 and "cannot connect to the catalog at postgresql://u:***@127.0.0.1" in r.stderr
-    assert "Traceback" not in r.stderr and "secret" not in r.stderr
+    unreachable = {URL_KEY: f"postgresql://u:secret@127.0.0.1:{free_port()}/db"}
+    for args in (("user", "list"), ("serve", "--listen", f"127.0.0.1:{free_port()}")):
+        r = cli(unreachable, tmp_path / "data", *args)
+        assert r.returncode == 1 and "cannot connect to the catalog at postgresql://u:***@127.0.0.1" in r.stderr
+        assert "Traceback" not in r.stderr and "secret" not in r.stderr
     r = cli({URL_KEY: "mysql://u@h/db"}, tmp_path / "data", "user", "list")
     assert r.returncode != 0 and "catalog.url: unsupported database 'mysql'" in r.stderr
 
@@ -165,6 +167,16 @@ def test_backup_and_restore_through_pg_dump(pgd, pg_server, git, tmp_path):
         # Not into SQLite: the backup's catalog is a PostgreSQL dump.
         r = cli({}, restored, "restore", str(dest))
         assert r.returncode == 1 and "PostgreSQL dump" in r.stderr
+        # A backup that does not verify (a repository lost): refused, and the database is empty again.
+        broken = tmp_path / "broken"
+        shutil.copytree(dest, broken)
+        shutil.rmtree(broken / "repos/acme/bert.git")
+        r = cli(target, restored, "restore", str(broken))
+        assert r.returncode == 1 and "acme/bert.git: the catalog has this model but the backup has no repository" \
+            in r.stderr, r.stderr
+        assert not restored.exists()
+        db = target[URL_KEY].rsplit("/", 1)[1]
+        assert pg_server.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db=db).strip() == "0"
         r = cli(target, restored, "restore", str(dest))
         assert r.returncode == 0, r.stdout + r.stderr
         d2 = start_daemon(restored, extra_env=target)
