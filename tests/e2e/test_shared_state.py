@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -27,13 +28,14 @@ from aiohttp import web
 
 from modelrepo.accounts.signing_keys import ACTIONS, load_or_create_key
 from modelrepo.catalog.db import migrate
-from modelrepo.catalog.schema import (auth_failures, deliveries, delivery_attempts, deployments, models, signing_keys,
-                                      users)
+from modelrepo.catalog.schema import (auth_failures, deliveries, delivery_attempts, deployments, model_refs, models,
+                                      signing_keys, users)
 from modelrepo.errors import Conflict, Forbidden, InsufficientStorage, NotFound
 from modelrepo.lfs.action_tokens import ActionSigner
 from modelrepo.models.webhook_worker import lease_seconds
 from modelrepo.models.webhooks import enqueue
 from modelrepo.ops.converge import converge_catalog, find_drift
+from modelrepo.push.rules import ZERO, RefUpdate
 from modelrepo.services import Services, build_services
 from modelrepo.settings import ConfigError, load_settings
 
@@ -417,6 +419,26 @@ async def test_delete_and_deployment_request_never_both_win(close_all, git, tmp_
             assert live == 1 and isinstance(deleted, Conflict) and isinstance(requested, dict), (deleted, requested)
         else:  # the delete won: the request found no model
             assert live == 0 and deleted is None and isinstance(requested, NotFound), (deleted, requested)
+
+
+async def test_a_push_finishing_after_another_process_deleted_the_model_changes_nothing(close_all, git, tmp_path):
+    """post-receive of a push that raced a delete: the model's rows are gone (the delete won the
+    row lock); the rebuild leaves them gone and announces nothing, instead of failing the push's
+    hook with a foreign-key error."""
+    a, b = close_all(), close_all()
+    admin, model = await _model_with_webhook(a, "http://127.0.0.1:9/hook")
+    work = git.new_repo(tmp_path / "w", {"README.md": "hello\n"})
+    _behind_the_catalog(git, a.models.path(model), work, "HEAD:refs/heads/main")
+    head = git.out("rev-parse", "HEAD", cwd=work)
+    snapshot = a.models.path(model)
+    kept = tmp_path / "kept.git"
+    shutil.copytree(snapshot, kept)  # what receive-pack still has open when the delete lands
+    await b.models.delete(admin, "team", "m")
+    a.effects.path_of = lambda _m: kept
+    await a.effects.apply(model, [RefUpdate(ZERO, head, "refs/heads/main")], pusher="admin", clone_url="x")
+    async with a.catalog.read() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(model_refs))).scalar() == 0
+        assert (await conn.execute(sa.select(deliveries.c.event))).scalars().all() == ["model.deleted"]
 
 
 # -- two daemons on one catalog ---------------------------------------------------------------------------

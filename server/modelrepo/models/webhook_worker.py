@@ -165,7 +165,8 @@ class WebhookWorker:
         them with a new claim: the rows to send, with ``claimed_by``/``lease_until`` as stamped."""
         now = time.time()
         claim = f"{self.name}/{secrets.token_hex(4)}"
-        async with self.catalog.tx() as conn:
+        # Row locks decide between claimers (see Catalog.tx): no need to queue behind every writer.
+        async with self.catalog.tx(exclusive=False) as conn:
             ids = (await conn.execute(
                 sa.select(deliveries.c.id)
                 .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now,
@@ -225,7 +226,7 @@ class WebhookWorker:
             values.update(status="failed")
         else:
             values.update(next_attempt_at=now + backoff(attempt, self.settings))
-        async with self.catalog.tx() as conn:
+        async with self.catalog.tx(exclusive=False) as conn:  # one row, guarded by the claim
             held = await conn.execute(deliveries.update().where(
                 deliveries.c.id == row.id, deliveries.c.claimed_by == row.claimed_by).values(**values))
             if held.rowcount:
