@@ -5,22 +5,19 @@ Everything goes through the real git and git-lfs clients over TLS, a real webhoo
 the catalog and the bucket looked at from outside the daemons."""
 
 import hashlib
-from http.client import HTTPConnection, HTTPSConnection
 import json
 import os
 import shutil
 import signal
-import sqlite3
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from http.client import HTTPConnection, HTTPSConnection
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import subprocess
 import pytest
-
-from modelrepo import settings as mr_settings
 
 from ..helpers import Daemon, Git, free_port, http, short_tmpdir, start_daemon
 from ..nginxserver import start_nginx
@@ -33,20 +30,6 @@ MiB = 1024 * 1024
 FAST_RETRIES = {"MODELREPO_WEBHOOKS__BACKOFF_BASE": "0.2", "MODELREPO_WEBHOOKS__BACKOFF_MAX": "1"}
 
 
-def _has(section: type, key: str) -> bool:
-    return key in {f.name for f in mr_settings.dataclasses.fields(section)}
-
-
-# What the checkout supports: the catalog on PostgreSQL (catalog.url), a run directory per daemon
-# (server.run_dir: the hook socket is per host, so two daemons can share a data directory) and
-# worker processes (server.workers). Without a run directory the cluster is one daemon.
-PG_CATALOG = _has(mr_settings.Settings, "catalog")
-RUN_DIR = _has(mr_settings.ServerSettings, "run_dir")
-WORKERS = _has(mr_settings.ServerSettings, "workers")
-REPLICAS = 2 if RUN_DIR else 1
-needs_two = pytest.mark.skipif(REPLICAS < 2, reason="two daemons on one data directory need server.run_dir")
-
-
 @dataclass
 class Cluster:
     replicas: list[Daemon]
@@ -54,8 +37,8 @@ class Cluster:
     data: Path
     s3: object
     prefix: str
-    catalog_url: str | None
-    pg: object | None
+    catalog_url: str
+    pg: object
     tokens: dict = field(default_factory=dict)
 
     @property
@@ -87,11 +70,8 @@ class Cluster:
 
     def catalog_rows(self, sql: str) -> list[tuple]:
         """Read the catalog from outside the daemons, as an operator would."""
-        if self.pg is not None:
-            db = urlsplit(self.catalog_url).path.lstrip("/")
-            return [tuple(line.split("|")) for line in self.pg.psql(sql, db).splitlines() if line]
-        with sqlite3.connect(f"file:{self.data / 'catalog.db'}?mode=ro", uri=True) as db:
-            return [tuple(str(v) for v in row) for row in db.execute(sql)]
+        db = urlsplit(self.catalog_url).path.lstrip("/")
+        return [tuple(line.split("|")) for line in self.pg.psql(sql, db).splitlines() if line]
 
     def upload_parts(self, oid: str) -> int:
         """Parts S3 holds of unfinished multipart uploads of ``oid`` (invisible as objects)."""
@@ -127,13 +107,12 @@ def _wait_until_serving(d: Daemon, timeout: float = 120) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(request, s3_server):
-    pg = request.getfixturevalue("pg_server") if PG_CATALOG else None
-    catalog_url = pg.url() if pg else None
+def cluster(pg_server, s3_server):
+    pg, catalog_url = pg_server, pg_server.url()
     root = short_tmpdir("mrrep")
     data = root / "data"
     prefix = f"rep{int(time.time() * 1000)}/"
-    ports = [free_port() for _ in range(REPLICAS)]
+    ports = [free_port() for _ in range(2)]
     https_port = free_port()
     env = {"MODELREPO_SERVER__PUBLIC_URL": f"https://127.0.0.1:{https_port}",
            "MODELREPO_LFS__STORAGE": "s3", "MODELREPO_LFS__S3__BUCKET": BUCKET, "MODELREPO_LFS__S3__PREFIX": prefix,
@@ -141,17 +120,15 @@ def cluster(request, s3_server):
            "MODELREPO_LFS__S3__ACCESS_KEY_ID": s3_server.access_key,
            "MODELREPO_LFS__S3__SECRET_ACCESS_KEY": s3_server.secret_key, **FAST_RETRIES,
            # nginx connects from 127.0.0.1; its X-Forwarded-For names the client.
-           "MODELREPO_SERVER__TRUSTED_PROXIES": "[127.0.0.1]", "MODELREPO_AUTH__MAX_FAILURES": "3"}
-    if catalog_url:
-        env["MODELREPO_CATALOG__URL"] = catalog_url
+           "MODELREPO_SERVER__TRUSTED_PROXIES": "[127.0.0.1]", "MODELREPO_AUTH__MAX_FAILURES": "3",
+           "MODELREPO_CATALOG__URL": catalog_url}
     replicas: list[Daemon] = []
     proxy = None
     try:
         for i, port in enumerate(ports):
-            extra = dict(env)
-            if RUN_DIR:
-                extra["MODELREPO_SERVER__RUN_DIR"] = str(root / f"run{i}")
-            d = start_daemon(data, port=port, extra_env=extra, args=["--workers", "2"] if WORKERS else [], wait=False)
+            # Each replica its own run directory (on one machine here; on its own host in production).
+            extra = {**env, "MODELREPO_SERVER__RUN_DIR": str(root / f"run{i}")}
+            d = start_daemon(data, port=port, extra_env=extra, args=["--workers", "2"], wait=False)
             replicas.append(d)
             _wait_until_serving(d)
         proxy = start_nginx([f"127.0.0.1:{p}" for p in ports], https_port=https_port)
@@ -254,7 +231,6 @@ def test_the_brute_force_guard_sees_clients_not_the_proxy(cluster):
         assert _get_from(c, "127.0.0.3", "/api/v1/user", c.tokens["alice"])[0] == 200
 
 
-@needs_two
 def test_a_model_created_on_one_replica_is_visible_on_the_other(cluster):
     c = cluster
     first, second = c.replicas
@@ -311,7 +287,6 @@ def test_racing_pushes_one_winner_each_round(cluster, tmp_path):
     assert {s.upstreams[-1] for s in pushes} == {f"127.0.0.1:{d.port}" for d in c.replicas}, pushes
 
 
-@needs_two
 def test_lfs_object_pushed_through_one_replica_clones_through_the_other(cluster, tmp_path):
     c = cluster
     first, second = c.replicas
@@ -351,7 +326,6 @@ def test_tag_events_delivered_exactly_once(cluster, tmp_path):
 
 
 @pytest.mark.slow
-@needs_two
 def test_sigkill_of_a_replica_mid_upload(cluster, tmp_path):
     """The replica receiving a big LFS object dies (SIGKILL, all its processes): git-lfs retries the
     upload through the front door, nginx finds the dead replica refusing connections and passes it
