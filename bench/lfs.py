@@ -25,6 +25,12 @@ What it does, in one run, for two workloads (1 x 2 GiB and 32 x 64 MiB; --quick:
      64 KiB against the source);
   4. giftless (its own venv in ~/.cache/modelrepo-bench, reused; gunicorn, 8 sync workers),
      same client and workloads.
+  With --workers N[,N...] (e.g. 1,2), step 3 runs once per N against `serve --workers N` (its own
+  data dir; started like systemd would, READY=1 on a NOTIFY_SOCKET once every worker serves), each
+  beside a bare aiohttp server of N processes sharing one port with SO_REUSEPORT, as the workers
+  do, that reads and drops upload bodies and sendfile's downloads: the same framework, read
+  buffer and client, none of the daemon's work. Issue 14's target: 8 concurrent uploads >= 0.7 of
+  that bare aiohttp figure ("/aio").
 The daemon's RSS is sampled every 50 ms from its start to the end.
 
 How to read it: MB/s are 10^6 bytes per second of object data, wall clock from the first batch
@@ -46,7 +52,7 @@ Exit status: 0 when every transfer succeeded (a MISS is a finding, not a failure
 transfer to the daemon failed (non-2xx) or returned wrong data; 130 when interrupted. Problems
 with giftless (install, start-up, transfers) are reported and only blank its columns.
 
-    /work/main/.venv/bin/python bench/lfs.py [--quick] [--skip-giftless] [--scratch DIR] [--keep]
+    /work/main/.venv/bin/python bench/lfs.py [--quick] [--skip-giftless] [--scratch DIR] [--keep] [--workers 1,2]
 """
 
 from __future__ import annotations

@@ -60,8 +60,18 @@ def live_workers(d: Daemon) -> dict[int, int]:
 
 
 def start_workers(data: Path | None = None, **kw) -> Daemon:
-    d = start_daemon(data, args=["--workers", "2", *kw.pop("args", [])], **kw)
-    wait_for(lambda: len(live_workers(d)) == 2 and log_lines(d, "workers_ready"), what="both workers", d=d)
+    """A supervisor with two workers, once both serve. Start-up is two interpreter starts in a row
+    (the supervisor's, then the workers'), so on a loaded machine it takes longer than a single
+    daemon's: the wait is for the supervisor's own word, bounded by 120 s."""
+    d = start_daemon(data, args=["--workers", "2", *kw.pop("args", [])], wait=False, **kw)
+    try:
+        wait_for(lambda: d.proc.poll() is not None or log_lines(d, "workers_ready"), timeout=120,
+                 what="both workers", d=d)
+        assert d.proc.poll() is None and len(live_workers(d)) == 2, d.log()
+    except BaseException:
+        d.stop(signal.SIGKILL)
+        raise
+    d.admin_token = d.tokens["admin"] = (d.data / "admin.token").read_text().strip()
     return d
 
 
@@ -150,7 +160,8 @@ def test_a_killed_worker_is_restarted_and_service_continues(workers):
     victim_index, victim = sorted(live_workers(d).items())[0]
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: any(line["pid"] == victim for line in log_lines(d, "worker_exited")), what="worker_exited", d=d)
-    new = wait_for(lambda: (w := live_workers(d)).get(victim_index) not in (None, victim) and w, what="restart", d=d)
+    new = wait_for(lambda: (w := live_workers(d)).get(victim_index) not in (None, victim) and w,
+                   timeout=60, what="restart", d=d)
     assert len(new) == 2 and victim not in new.values()
     assert not (d.data / "run" / f"hooks-{victim_index}-{victim}.sock").exists()
     for _ in range(30):
@@ -242,7 +253,7 @@ def test_ready_only_once_both_serve_watchdog_and_stopping():
 
     def heard(prefix: str) -> int:
         return wait_for(lambda: next((i + 1 for i, (_, m) in enumerate(messages) if m.startswith(prefix)), 0),
-                        timeout=60, what=prefix, d=d)
+                        timeout=120, what=prefix, d=d)
 
     try:
         heard("READY=1")
@@ -255,7 +266,7 @@ def test_ready_only_once_both_serve_watchdog_and_stopping():
         index, stuck = sorted(live_workers(d).items())[0]
         os.kill(stuck, signal.SIGSTOP)
         wait_for(lambda: any(line["pid"] == stuck for line in log_lines(d, "worker_hung")), what="worker_hung", d=d)
-        wait_for(lambda: live_workers(d).get(index) not in (None, stuck), what="replacement", d=d)
+        wait_for(lambda: live_workers(d).get(index) not in (None, stuck), timeout=60, what="replacement", d=d)
         d.proc.send_signal(signal.SIGTERM)
         heard("STOPPING=1")
         assert d.proc.wait(30) == 0, d.log()[-3000:]
