@@ -19,10 +19,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ..helpers import Daemon, Git, free_port, http, short_tmpdir, start_daemon
+from ..helpers import Daemon, Git, free_port, http, short_tmpdir
 from ..nginxserver import start_nginx
 from .conftest import BUCKET, s3_client
 from .test_hooks_webhooks import Receiver
+from .test_workers import start_workers
 
 pytestmark = pytest.mark.skipif(shutil.which("git-lfs") is None or not os.access("/usr/sbin/nginx", os.X_OK),
                                 reason="needs git-lfs and nginx (apt-get install git-lfs nginx-light)")
@@ -87,25 +88,6 @@ def _lfs_transfers(d: Daemon) -> float:
                if line.startswith('modelrepo_active_transfers{') and 'protocol="lfs"' in line)
 
 
-def _wait_until_serving(d: Daemon, timeout: float = 120) -> None:
-    """A supervisor with two fresh worker interpreters takes a while to serve on a loaded 2-core
-    machine (start_daemon's 30 s are for one process)."""
-    deadline = time.time() + timeout
-    while True:
-        if d.proc.poll() is not None:
-            raise RuntimeError(f"replica exited with {d.proc.returncode}:\n{d.log()}")
-        try:
-            if http("GET", d.url + "/healthz").status == 200:
-                break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            d.stop(signal.SIGKILL)
-            raise RuntimeError(f"replica did not serve within {timeout} s:\n{d.log()}")
-        time.sleep(0.1)
-    d.admin_token = (d.data / "admin.token").read_text().strip()
-
-
 @pytest.fixture(scope="module")
 def cluster(pg_server, s3_server):
     pg, catalog_url = pg_server, pg_server.url()
@@ -128,9 +110,7 @@ def cluster(pg_server, s3_server):
         for i, port in enumerate(ports):
             # Each replica its own run directory (on one machine here; on its own host in production).
             extra = {**env, "MODELREPO_SERVER__RUN_DIR": str(root / f"run{i}")}
-            d = start_daemon(data, port=port, extra_env=extra, args=["--workers", "2"], wait=False)
-            replicas.append(d)
-            _wait_until_serving(d)
+            replicas.append(start_workers(data, port=port, extra_env=extra))
         proxy = start_nginx([f"127.0.0.1:{p}" for p in ports], https_port=https_port)
         c = Cluster(replicas=replicas, proxy=proxy, data=data, s3=s3_client(s3_server), prefix=prefix,
                     catalog_url=catalog_url, pg=pg, tokens={"admin": replicas[0].admin_token})
@@ -355,14 +335,15 @@ def test_sigkill_of_a_replica_mid_upload(cluster, tmp_path):
     os.killpg(victim.proc.pid, signal.SIGKILL)  # the replica's whole process group: the machine died
     victim.proc.wait(30)
     survivor = next(d for d in c.replicas if d is not victim)
-    while True:  # watch the store and the catalog while the client retries
+    while True:  # watch the catalog and the store while the client retries
         done = pusher.poll() is not None
+        # Looked at in the order things become visible, so each look holds for the next one.
+        branch = c.catalog_rows(CATALOG_REFS.format(name="crash"))
+        known = c.catalog_rows(f"SELECT oid FROM lfs_objects WHERE oid = '{oid}'")
         sizes = [o["Size"] for o in c.s3_objects() if oid in o["Key"]]
-        assert sizes in ([], [size]), sizes
-        if c.catalog_rows(f"SELECT oid FROM lfs_objects WHERE oid = '{oid}'"):
-            assert sizes == [size]
-        else:
-            assert c.catalog_rows(CATALOG_REFS.format(name="crash")) == []  # no ref to an unknown object
+        assert sizes in ([], [size]), sizes  # never a partial object
+        assert not known or sizes == [size]  # the catalog never knows an object the store lacks
+        assert not branch or known  # no ref to an object the catalog does not know
         if done:
             break
         time.sleep(0.05)
