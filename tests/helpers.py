@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,8 @@ class Response:
 
 
 def http(method: str, url: str, *, token: str | None = None, body=None, headers: dict | None = None,
-         basic: tuple[str, str] | None = None, raw: bytes | None = None) -> Response:
+         basic: tuple[str, str] | None = None, raw: bytes | None = None,
+         context: ssl.SSLContext | None = None) -> Response:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None and raw is None:
@@ -58,7 +60,7 @@ def http(method: str, url: str, *, token: str | None = None, body=None, headers:
     for k, v in (headers or {}).items():
         req.add_header(k, v)
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=60, context=context) as resp:
             return Response(resp.status, dict(resp.headers), resp.read())
     except urllib.error.HTTPError as err:
         return Response(err.code, dict(err.headers), err.read())

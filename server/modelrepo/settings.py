@@ -7,6 +7,8 @@ the key path named, instead of being silently ignored.
 
 
 import dataclasses
+import functools
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -42,6 +44,19 @@ class ConfigError(Exception):
     """A configuration value is unknown or invalid; the message names the key."""
 
 
+@functools.lru_cache(maxsize=8)
+def ip_networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A setting's addresses and CIDR networks, parsed once per value (settings are replaced, not
+    mutated, on reload); ValueError names the first entry that is neither."""
+    found = []
+    for entry in entries:
+        try:
+            found.append(ipaddress.ip_network(str(entry).strip().strip("[]"), strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     listen: str = "127.0.0.1:8080"
@@ -51,6 +66,10 @@ class ServerSettings:
     shutdown_timeout: Duration = Duration(30.0)
     # /readyz fails when the data dir's filesystem has less free space than this.
     min_free_space: ByteSize = ByteSize(1024**3)
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For is believed. Behind one,
+    # every request comes from the proxy: without this the brute-force guard and the per-client
+    # git limits would count all clients as one.
+    trusted_proxies: tuple[str, ...] = ()
     # Processes serving requests: 1 is one process; N > 1 is a supervisor and N workers sharing the
     # port (SO_REUSEPORT); "auto" is one per CPU.
     workers: WorkerCount = WorkerCount(1)
@@ -442,6 +461,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"server.listen: port must be 0..65535, got {port!r}")
     if s.server.public_url and not re.match(r"^https?://[^/\s]+(/\S*)?$", s.server.public_url):
         raise ConfigError(f"server.public_url: expected an http(s) URL, got {s.server.public_url!r}")
+    try:
+        ip_networks(s.server.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"server.trusted_proxies: {exc}") from None
     if s.lfs.storage == "s3" and not s.lfs.s3.bucket:
         raise ConfigError("lfs.s3.bucket: required when lfs.storage is s3")
     if s.lfs.s3.part_size < 5 * 1024 * 1024:

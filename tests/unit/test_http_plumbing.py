@@ -91,3 +91,29 @@ def test_full_ref_names_are_ambiguous(name):
 def test_short_names_that_merely_contain_refs_are_fine():
     assert check_ref_name("feature/refs/x") == "feature/refs/x"
     assert check_ref_name("HEADS-up") == "HEADS-up"
+
+
+def _from(peer: str, *forwarded: str, trusted: tuple[str, ...] = ("10.0.0.0/24", "::1")) -> str:
+    from aiohttp.test_utils import make_mocked_request
+    from multidict import CIMultiDict
+
+    from modelrepo.settings import ServerSettings
+    from modelrepo.web.routing import client_address
+
+    transport = type("T", (), {"get_extra_info": lambda self, key, default=None:
+                               (peer, 1234) if key == "peername" else default})()
+    headers = CIMultiDict(("X-Forwarded-For", value) for value in forwarded)
+    request = make_mocked_request("GET", "/", headers=headers, transport=transport)
+    return client_address(request, ServerSettings(trusted_proxies=trusted))
+
+
+def test_client_address_believes_only_trusted_proxies():
+    assert _from("203.0.113.9", "198.51.100.1") == "203.0.113.9"  # not a proxy: its header is the client's say
+    assert _from("10.0.0.5", "198.51.100.1") == "198.51.100.1"
+    # The client prepends what it likes; the proxies append what they saw, right to left.
+    assert _from("10.0.0.5", "1.2.3.4, 198.51.100.1, 10.0.0.7") == "198.51.100.1"
+    assert _from("10.0.0.5", "1.2.3.4", "198.51.100.1") == "198.51.100.1"  # repeated headers join in order
+    assert _from("10.0.0.5") == "10.0.0.5"
+    assert _from("10.0.0.5", "garbage") == "10.0.0.5"
+    assert _from("::1", "10.0.0.9") == "10.0.0.9"  # everyone trusted: the first hop is the client
+    assert _from("10.0.0.5", "198.51.100.1", trusted=()) == "10.0.0.5"  # no trusted proxies: header ignored

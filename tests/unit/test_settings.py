@@ -93,3 +93,12 @@ def test_example_config_is_complete_and_valid():
                 yield f"{prefix}{k}"
 
     assert set(keys(Settings)) == set(flat(loaded))
+
+
+def test_trusted_proxies_must_be_addresses_or_networks(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("server:\n  trusted_proxies: [10.0.0.5, 10.1.0.0/16, '::1']\n")
+    assert load_settings(cfg, environ={}).server.trusted_proxies == ("10.0.0.5", "10.1.0.0/16", "::1")
+    cfg.write_text("server:\n  trusted_proxies: [proxy.example.com]\n")
+    with pytest.raises(ConfigError, match="server.trusted_proxies: 'proxy.example.com' is not an IP address"):
+        load_settings(cfg, environ={})

@@ -6,7 +6,7 @@ from aiohttp import web
 from modelrepo.accounts import passwords
 from modelrepo.accounts.access import SCOPES, role_level
 from modelrepo.errors import InvalidInput, ModelrepoError, TooManyRequests
-from modelrepo.keys import ACCOUNTS, LIMITER, METRICS, MODELS
+from modelrepo.keys import ACCOUNTS, LIMITER, METRICS, MODELS, SETTINGS
 from modelrepo.ui.guard import (
     FORM,
     SESSION,
@@ -19,6 +19,7 @@ from modelrepo.ui.guard import (
     viewer,
 )
 from modelrepo.ui.render import page, render
+from modelrepo.web.routing import client_address
 
 log = structlog.get_logger("modelrepo.ui")
 
@@ -35,7 +36,7 @@ async def login(request: web.Request) -> web.Response:
     form = request[FORM]
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     target = local_path(str(form.get("next", "/")))
-    limiter, addr = request.app[LIMITER], request.remote or "unknown"
+    limiter, addr = request.app[LIMITER], client_address(request, request.app[SETTINGS].server)
     retry = await limiter.retry_after(addr)
     if retry is not None:
         request.app[METRICS].auth_failures.labels("yes").inc()

@@ -19,7 +19,7 @@ from modelrepo.models.service import Model
 from modelrepo.push.sessions import PushSession
 from modelrepo.web.bodies import CHUNK, chunks
 from modelrepo.web.middlewares import NO_CACHE, REQUEST_ID, identity_of
-from modelrepo.web.routing import ErrorShape, add_route, base_url, repo_name
+from modelrepo.web.routing import ErrorShape, add_route, base_url, client_address, repo_name
 
 log = structlog.get_logger("modelrepo.git")
 
@@ -46,7 +46,7 @@ async def info_refs(request: web.Request) -> web.StreamResponse:
     git_protocol = git_rpc.protocol_version(request.headers.get("Git-Protocol"))
     path = request.app[MODELS].path(model)
     runner = request.app[GIT]
-    with runner.slots.hold(request.remote or "unknown"):
+    with runner.slots.hold(client_address(request, request.app[SETTINGS].server)):
         return await _advertise(request, runner, service, path, git_protocol)
 
 
@@ -120,7 +120,7 @@ async def _rpc(request: web.Request, service: str) -> web.StreamResponse:
         first = await anext(body, b"")
         if not first:
             raise InvalidInput("malformed git request: the body is empty")
-        with runner.slots.hold(request.remote or "unknown"):
+        with runner.slots.hold(client_address(request, request.app[SETTINGS].server)):
             proc = await runner.spawn(service, request.app[MODELS].path(model), advertise=False,
                                       git_protocol=git_protocol, extra_env=extra_env)
             resp = web.StreamResponse(headers={**NO_CACHE, "Content-Type": f"application/x-{service}-result",

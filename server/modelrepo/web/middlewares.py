@@ -19,7 +19,7 @@ from modelrepo.accounts.access import ANONYMOUS, Identity
 from modelrepo.web.auth import parse_authorization
 from modelrepo.web.bodies import BYTES_IN
 from modelrepo.web.hub_errors import hub_error_headers
-from modelrepo.web.routing import ErrorShape, error_shape
+from modelrepo.web.routing import ErrorShape, client_address, error_shape
 
 # Reachable without credentials even when auth.allow_anonymous_read is false.
 ANONYMOUS_ALWAYS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -127,7 +127,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     identity = ANONYMOUS
     if header:
         limiter = request.app[LIMITER]
-        addr = request.remote or "unknown"
+        addr = client_address(request, request.app[SETTINGS].server)
         retry = await limiter.retry_after(addr)
         if retry is not None:
             request.app[METRICS].auth_failures.labels("yes").inc()
@@ -218,7 +218,7 @@ class AccessLogger(AbstractAccessLogger):
             bytes_in=bytes_in,
             duration_ms=round(time * 1000, 2),
             user=identity.name if identity else None,
-            remote=request.remote,
+            remote=client_address(request, self.app[SETTINGS].server),
         )
 
 

@@ -9,11 +9,13 @@ client it serves, so it says so when it is registered; the middleware never gues
 
 import enum
 import functools
+import ipaddress
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from modelrepo.keys import SETTINGS
+from modelrepo.settings import ServerSettings, ip_networks
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -56,6 +58,34 @@ def base_url(request: web.Request) -> str:
     """server.public_url when configured, else the origin the client reached us by."""
     settings = request.app[SETTINGS]
     return settings.server.public_url.rstrip("/") if settings.server.public_url else str(request.url.origin())
+
+
+def client_address(request: web.BaseRequest, server: ServerSettings) -> str:
+    """Who the client is, for the brute-force guard, per-client limits and logs: the peer, or
+    when the peer is a trusted proxy (server.trusted_proxies), the last X-Forwarded-For address no
+    trusted proxy has: every proxy appends the address it got the request from, and everything to
+    the left of that is whatever the client chose to send."""
+    peer = request.remote or "unknown"
+    trusted = ip_networks(server.trusted_proxies)
+    if not trusted or not _within(peer, trusted):
+        return peer
+    hops = [h.strip() for value in request.headers.getall("X-Forwarded-For", ()) for h in value.split(",")]
+    for hop in reversed(hops):
+        if not _within(hop, trusted):
+            return hop if _ip(hop) else peer  # a trusted proxy wrote no address: keep the proxy's
+    return hops[0] if hops and _ip(hops[0]) else peer  # a client inside a trusted network
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _within(address: str, networks: tuple) -> bool:
+    ip = _ip(address)
+    return ip is not None and any(ip.version == n.version and ip in n for n in networks)
 
 
 def repo_name(request: web.Request) -> tuple[str, str]:
