@@ -27,7 +27,6 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from modelrepo.accounts.signing_keys import ACTIONS, load_or_create_key
-from modelrepo.catalog.db import migrate
 from modelrepo.catalog.schema import (auth_failures, deliveries, delivery_attempts, deployments, model_refs, models,
                                       signing_keys, users)
 from modelrepo.errors import Conflict, Forbidden, InsufficientStorage, NotFound
@@ -449,9 +448,7 @@ def test_two_daemons_starting_together_share_one_admin_one_key_and_one_failure_b
     against one budget."""
     data = short_tmpdir() / "data"
     data.mkdir()
-    # Migrated (empty) beforehand: two processes migrating one fresh SQLite file at the same moment
-    # is catalog/db.py's race to fix (its migrate takes no write lock), not what this test is about.
-    migrate(data / "catalog.db")
+    # Not migrated beforehand: both daemons find a fresh catalog and race to migrate it too.
     env = {"MODELREPO_AUTH__MAX_FAILURES": "4"}
     with ThreadPoolExecutor(2) as pool:  # launched together, each waited for until it serves
         starts = [pool.submit(start_daemon, data, extra_env=env) for _ in range(2)]

@@ -52,13 +52,16 @@ def test_migrate_is_idempotent(url):
     assert version == "0009"
 
 
-def test_concurrent_start_ups_migrate_once(pg_server):
-    """Two replicas starting at once: the advisory lock lets one upgrade, the other then finds the
-    schema current (without it the second CREATE TABLE fails: relation already exists)."""
-    from concurrent.futures import ThreadPoolExecutor
+def test_concurrent_start_ups_migrate_once(url):
+    """Processes starting at once on one fresh catalog (replicas, worker processes, a CLI beside
+    the daemon): one upgrades, the others wait and then find the schema current. Without the lock
+    (advisory on PostgreSQL, a flock on SQLite) the second CREATE TABLE fails: already exists."""
+    import subprocess
+    import sys
 
-    url = pg_server.url()
-    with ThreadPoolExecutor(4) as pool:
-        for f in [pool.submit(migrate, url) for _ in range(4)]:
-            f.result()
+    code = "import sys; from modelrepo.catalog.db import migrate; migrate(sys.argv[1])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE) for _ in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()[-2000:]
     assert _inspect(url, lambda conn: conn.execute(sa.text("select count(*) from alembic_version")).scalar()) == 1

@@ -11,6 +11,7 @@ a time"; ``Catalog.tx`` keeps exactly that on PostgreSQL with a catalog-wide adv
 
 import asyncio
 import concurrent.futures
+import fcntl
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -129,13 +130,22 @@ def migrate(target: Path | str) -> None:
         return
     path = urls.sqlite_path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url)
-    sa.event.listen(engine, "connect", _sqlite_pragmas)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-    with engine.begin() as conn:
-        _alembic_upgrade(conn)
-    engine.dispose()
+    # Two processes starting on one fresh file (worker processes, a CLI beside the daemon) would
+    # both see no schema and both create it ("table users already exists"): pysqlite runs DDL
+    # outside a transaction. An exclusive flock on a sidecar file makes the second one wait, then
+    # find nothing to do. A sidecar, not the database: closing any descriptor of the database would
+    # drop the POSIX locks SQLite holds on it in this process.
+    with open(path.with_name(path.name + ".migrate-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        engine = sa.create_engine(url)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            with engine.begin() as conn:
+                _alembic_upgrade(conn)
+        finally:
+            engine.dispose()
 
 
 class Catalog:
