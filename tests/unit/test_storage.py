@@ -306,6 +306,18 @@ async def test_startup_sweep_on_s3(s3_store, s3_server):
     assert await s3_store.list_partial() == []
 
 
+async def test_startup_sweep_on_a_shared_catalog_spares_young_multipart_uploads(s3_store, s3_server):
+    """Replicas on one PostgreSQL catalog and one bucket: a replica restarting must not abort the
+    upload another replica is receiving; only one older than the action expiry goes."""
+    backend = s3_store.backend
+    s3 = await backend.client()
+    await s3.create_multipart_upload(Bucket=s3_server.bucket, Key=backend.key("ab" * 32))
+    assert await clear_abandoned_uploads(s3_store, 3600, shared=True) == 0
+    assert [p.kind for p in await s3_store.list_partial()] == ["multipart"]
+    assert await clear_abandoned_uploads(s3_store, 0, shared=True) == 1
+    assert await s3_store.list_partial() == []
+
+
 def test_local_backend_can_read_without_writing(tmp_path):
     LocalBackend(tmp_path / "backup" / "lfs", create=False)
     assert not (tmp_path / "backup").exists()

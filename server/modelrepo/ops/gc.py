@@ -266,16 +266,20 @@ async def sweep_partial(store: ObjectStore, cutoff: float, report: GcReport) -> 
         report.partial.add()
 
 
-async def clear_abandoned_uploads(store: ObjectStore, action_expiry: float) -> int:
+async def clear_abandoned_uploads(store: ObjectStore, action_expiry: float, *, shared: bool = False) -> int:
     """Start-up, before the daemon listens: partial uploads no live upload owns. A temp file
-    nobody holds belongs to a process that died; a multipart upload is only ever started by the
-    daemon serving this prefix (a bucket prefix belongs to one modelrepo), and this one has not
-    started any yet. A staging key waits for its presigned URL to expire: the client may still be
-    sending it, and the restarted daemon verifies it. Returns how many were removed."""
+    nobody holds belongs to a process that died (its writer's flock says so, across hosts too). A
+    staging key waits for its presigned URL to expire: the client may still be sending it, and the
+    restarted daemon verifies it. A multipart upload carries no owner: with the embedded catalog one
+    daemon serves the prefix and it has started none yet, so they all go; with a ``shared`` catalog
+    (PostgreSQL: replicas on one bucket) another replica may be receiving it right now, so it is
+    treated like a staging key and waits out ``action_expiry`` (gc takes it later otherwise).
+    Returns how many were removed."""
     cutoff = time.time() - action_expiry
     removed = 0
     for partial in await store.list_partial():
-        if partial.held or (partial.kind == "staged" and partial.mtime >= cutoff):
+        young = partial.mtime >= cutoff
+        if partial.held or (young and (partial.kind == "staged" or (shared and partial.kind == "multipart"))):
             continue
         if await store.delete_partial(partial.name):
             removed += 1

@@ -37,7 +37,8 @@ async def recover(services: Services) -> None:
     except Exception:  # noqa: BLE001 - logged; the daemon still starts
         log.exception("catalog_converge_failed")
     try:
-        removed = await asyncio.wait_for(clear_abandoned_uploads(services.store, settings.lfs.action_expiry),
+        removed = await asyncio.wait_for(clear_abandoned_uploads(services.store, settings.lfs.action_expiry,
+                                                                 shared=models.catalog.dialect != "sqlite"),
                                          STORE_SWEEP_TIMEOUT)
         if removed:
             log.info("partial_uploads_cleared", count=removed)
