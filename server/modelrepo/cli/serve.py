@@ -4,11 +4,8 @@ import asyncio
 from pathlib import Path
 
 import click
-import structlog
 
-from modelrepo import daemon
 from modelrepo.cli.common import data_options, read_settings, settings_or_exit
-from modelrepo.log import configure_logging
 
 
 @click.command()
@@ -18,6 +15,11 @@ def serve(config: Path | None, data: Path | None, listen: str | None) -> None:
     """Run the daemon (until SIGTERM or SIGINT).
 
     SIGHUP reloads what can change without a restart (log level and format, webhook delivery)."""
+    import structlog
+
+    from modelrepo import daemon
+    from modelrepo.log import configure_logging
+
     settings = settings_or_exit(config, data, listen)
     configure_logging(settings.log.level, settings.log.format)
     try:
