@@ -13,6 +13,7 @@ declared (see the package docstring).
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -71,6 +72,14 @@ def quiet_logging() -> None:
     configure_logging("warning", "console" if sys.stderr.isatty() else "json")
 
 
+def skip_collection_at_exit() -> None:
+    """Call when a command's work is done and the process is about to exit: everything alive then
+    goes with the process, yet the interpreter's full collections at exit would walk it all (~0.6 s
+    of CPU once the services are imported, paid by every command and every daemon stop). Frozen
+    objects are skipped; the catalog and the store were closed explicitly before this."""
+    gc.freeze()
+
+
 def run_service(fn: Callable[..., Coroutine]) -> Callable:
     """Run ``fn(services, **options)`` with the services built from the settings, closing them
     afterwards; a domain error becomes exit status 1 with its message."""
@@ -95,6 +104,8 @@ def run_service(fn: Callable[..., Coroutine]) -> Callable:
             asyncio.run(go())
         except ModelrepoError as exc:
             raise click.ClickException(exc.message) from None
+        finally:
+            skip_collection_at_exit()
 
     return wrapper
 

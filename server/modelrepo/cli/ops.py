@@ -21,6 +21,7 @@ from modelrepo.cli.common import (
     full_name,
     quiet_logging,
     settings_or_exit,
+    skip_collection_at_exit,
 )
 from modelrepo.cli.progress import Status
 from modelrepo.errors import ModelrepoError
@@ -48,6 +49,8 @@ def _run_sync(settings: Settings, label: str, fn: Callable[..., Any], *args: Any
         raise click.ClickException(exc.message) from None
     except OSError as exc:
         raise click.ClickException(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
+    finally:
+        skip_collection_at_exit()
 
 
 @admin_command()

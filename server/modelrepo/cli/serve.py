@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from modelrepo.cli.common import data_options, read_settings, settings_or_exit
+from modelrepo.cli.common import data_options, read_settings, settings_or_exit, skip_collection_at_exit
 
 
 @click.command()
@@ -15,15 +15,18 @@ def serve(config: Path | None, data: Path | None, listen: str | None) -> None:
     """Run the daemon (until SIGTERM or SIGINT).
 
     SIGHUP reloads what can change without a restart (log level and format, webhook delivery)."""
+    settings = settings_or_exit(config, data, listen)  # a bad configuration fails before the imports
+
     import structlog
 
     from modelrepo import daemon
     from modelrepo.log import configure_logging
 
-    settings = settings_or_exit(config, data, listen)
     configure_logging(settings.log.level, settings.log.format)
     try:
         asyncio.run(daemon.serve(settings, lambda: read_settings(config, data, listen)))
     except OSError as exc:
         structlog.get_logger("modelrepo").error("startup_failed", error=str(exc))
         raise click.ClickException(str(exc)) from None
+    finally:
+        skip_collection_at_exit()
