@@ -42,6 +42,7 @@ def _run_sync(settings: Settings, label: str, fn: Callable[..., Any], *args: Any
     """Backup and restore: synchronous, on the data directory's files (no services: a restore
     target must stay empty until it is complete)."""
     quiet_logging()
+    skip_collection_at_exit()
     try:
         with Status(label) as status:
             return fn(settings, *args, say=status.say)
@@ -49,8 +50,6 @@ def _run_sync(settings: Settings, label: str, fn: Callable[..., Any], *args: Any
         raise click.ClickException(exc.message) from None
     except OSError as exc:
         raise click.ClickException(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
-    finally:
-        skip_collection_at_exit()
 
 
 @admin_command()

@@ -23,10 +23,9 @@ def serve(config: Path | None, data: Path | None, listen: str | None) -> None:
     from modelrepo.log import configure_logging
 
     configure_logging(settings.log.level, settings.log.format)
+    skip_collection_at_exit()
     try:
         asyncio.run(daemon.serve(settings, lambda: read_settings(config, data, listen)))
     except OSError as exc:
         structlog.get_logger("modelrepo").error("startup_failed", error=str(exc))
         raise click.ClickException(str(exc)) from None
-    finally:
-        skip_collection_at_exit()
