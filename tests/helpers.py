@@ -139,14 +139,22 @@ class Daemon:
         return self.proc.returncode
 
 
+def _catalog_configured(args: list[str], env: dict) -> bool:
+    if any(k.startswith("MODELREPO_CATALOG") for k in env):
+        return True
+    if "--config" in args:
+        config = Path(args[args.index("--config") + 1])
+        return not config.is_file() or "catalog" in config.read_text(errors="replace")
+    return False
+
+
 def start_daemon(data: Path | None = None, *, extra_env: dict | None = None, args: list[str] | None = None,
                  wait: bool = True, port: int | None = None, seed: bool = True) -> Daemon:
     """A daemon on ``data`` (a new directory by default). A data directory without a catalog gets a
     seeded one (``seed_catalog``) unless ``seed`` is false or the settings may put the catalog
-    elsewhere (a --config file, MODELREPO_CATALOG* variables)."""
+    elsewhere (MODELREPO_CATALOG* variables, a --config file that mentions it)."""
     data = data or short_tmpdir() / "data"
-    if (seed and not (data / "catalog.db").exists() and "--config" not in (args or [])
-            and not any(k.startswith("MODELREPO_CATALOG") for k in (extra_env or {}))):
+    if seed and not (data / "catalog.db").exists() and not _catalog_configured(args or [], extra_env or {}):
         seed_catalog(data)
     port = port or free_port()
     log_path = data.parent / f"daemon-{port}.log"
