@@ -1,5 +1,6 @@
 """Test helpers: a real daemon in a subprocess, the real git client, plain HTTP on loopback."""
 
+import atexit
 import base64
 import json
 import os
@@ -10,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +36,31 @@ def free_port() -> int:
 def short_tmpdir(prefix: str = "mr") -> Path:
     # Unix socket paths are limited to 107 bytes: keep data dirs short, not under pytest's tmp_path.
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+_catalog_template: list[Path] = []
+
+
+def seed_catalog(data: Path) -> None:
+    """Give a new data directory the catalog its first start would make: a copy of one catalog that
+    ``migrate()`` brought from empty to the newest schema once per test run.
+
+    Running every migration costs ~0.8 s of CPU, and the suite starts well over a hundred daemons
+    and apps on fresh data directories. Each still runs ``migrate()`` at start-up (it finds nothing
+    to do) and bootstraps its admin, since the copy has no users. Migrating from empty stays tested
+    by the template itself, tests/unit/test_catalog_schema.py and the README walkthrough's daemon,
+    which starts without a seed as a user's first start does."""
+    if not _catalog_template:
+        from modelrepo.catalog.db import migrate
+
+        root = short_tmpdir("mrcat")
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        migrate(root / "catalog.db")
+        _catalog_template.append(root / "catalog.db")
+    data.mkdir(parents=True, exist_ok=True)
+    tmp = data / f".catalog.db.seed-{os.getpid()}-{threading.get_ident()}"
+    shutil.copyfile(_catalog_template[0], tmp)
+    os.replace(tmp, data / "catalog.db")  # never a half-copied catalog, even for two daemons at once
 
 
 @dataclass
@@ -141,9 +168,23 @@ def _catalog_env(data: Path) -> dict:
     return {"MODELREPO_CATALOG__URL": _PG_URLS[data]}
 
 
+def _catalog_configured(args: list[str], env: dict) -> bool:
+    if any(k.startswith("MODELREPO_CATALOG") for k in env):
+        return True
+    if "--config" in args:
+        config = Path(args[args.index("--config") + 1])
+        return not config.is_file() or "catalog" in config.read_text(errors="replace")
+    return False
+
+
 def start_daemon(data: Path | None = None, *, extra_env: dict | None = None, args: list[str] | None = None,
-                 wait: bool = True, port: int | None = None) -> Daemon:
+                 wait: bool = True, port: int | None = None, seed: bool = True) -> Daemon:
+    """A daemon on ``data`` (a new directory by default). A data directory without a catalog gets a
+    seeded one (``seed_catalog``) unless ``seed`` is false or the settings may put the catalog
+    elsewhere (MODELREPO_CATALOG* variables, a --config file that mentions it)."""
     data = data or short_tmpdir() / "data"
+    if seed and not (data / "catalog.db").exists() and not _catalog_configured(args or [], extra_env or {}):
+        seed_catalog(data)
     port = port or free_port()
     log_path = data.parent / f"daemon-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}

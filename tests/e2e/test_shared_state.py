@@ -451,7 +451,7 @@ def test_two_daemons_starting_together_share_one_admin_one_key_and_one_failure_b
     # Not migrated beforehand: both daemons find a fresh catalog and race to migrate it too.
     env = {"MODELREPO_AUTH__MAX_FAILURES": "4"}
     with ThreadPoolExecutor(2) as pool:  # launched together, each waited for until it serves
-        starts = [pool.submit(start_daemon, data, extra_env=env) for _ in range(2)]
+        starts = [pool.submit(start_daemon, data, extra_env=env, seed=False) for _ in range(2)]
     daemons = [f.result() for f in starts if f.exception() is None]
     try:
         for f in starts:

@@ -60,8 +60,9 @@ def fresh_machine():
            # pip must find huggingface_hub already installed (the test extras have it): no network.
            "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     assert shutil.which("modelrepo", path=path) is None, "the walkthrough must put modelrepo on PATH itself"
-    # A daemon as the quick start runs it: default settings (no webhook opt-in), data in the checkout.
-    daemon = start_daemon(checkout / "data", extra_env={key: None for key in WEBHOOK_OPT_IN})
+    # A daemon as the quick start runs it: default settings (no webhook opt-in), data in the checkout,
+    # its catalog created and migrated from nothing by this first start (no seeded copy).
+    daemon = start_daemon(checkout / "data", extra_env={key: None for key in WEBHOOK_OPT_IN}, seed=False)
     yield checkout, home, env, daemon
     assert daemon.stop() == 0, daemon.log()[-3000:]
     rmtree(root)

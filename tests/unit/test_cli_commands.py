@@ -1,6 +1,8 @@
 """The command tree of ``modelrepo``: every command explained, and the progress line's two modes."""
 
 import io
+import subprocess
+import sys
 import time
 
 import click
@@ -32,6 +34,27 @@ def test_the_admin_commands_issue_10_asks_for_exist():
                  "namespace list", "namespace remove-member", "deployment list", "deployment stop",
                  "webhook list", "webhook redeliver", "gc", "fsck", "backup", "restore", "serve"):
         assert f"modelrepo {path}" in commands, path
+
+
+# What a command imports when it runs, never to declare the command tree (see modelrepo/cli/__init__.py).
+HEAVY = ("sqlalchemy", "alembic", "aiohttp", "pygit2", "numpy", "gguf", "structlog", "modelrepo.services",
+         "modelrepo.daemon", "modelrepo.settings")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = f"import sys\n{code}\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_the_command_tree_is_declared_without_the_services():
+    """`modelrepo --help` (and a usage error) must not pay for the services' imports (~2.5 s of CPU)."""
+    assert _loaded_after("from modelrepo.cli.main import main") == []
+    help_text = subprocess.run([sys.executable, "-c", "from modelrepo.cli.main import main; main()", "--help"],
+                               capture_output=True, text=True).stdout
+    assert "namespace" in help_text and "fsck" in help_text
+    # The probe can fail: importing the composition root loads what the command tree must not.
+    assert "sqlalchemy" in _loaded_after("import modelrepo.services")
 
 
 class Tty(io.StringIO):

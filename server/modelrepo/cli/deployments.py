@@ -1,5 +1,9 @@
 """``modelrepo deployment``: list a model's deployments, stop them."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import click
 
 from modelrepo.cli.common import (
@@ -10,7 +14,9 @@ from modelrepo.cli.common import (
     full_name,
     when,
 )
-from modelrepo.services import Services
+
+if TYPE_CHECKING:
+    from modelrepo.services import Services
 
 
 @click.group()

@@ -1,23 +1,29 @@
 """``modelrepo inspect [NS/NAME]``: inspect what was stored before inspections existed (or before
 the readers learnt something new), for every branch and tag, with a progress bar on stderr."""
 
+from __future__ import annotations
+
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 import click
-import pygit2
 
 from modelrepo.cli.common import LOCAL_ADMIN, admin_command, full_name
-from modelrepo.git.snapshot import list_files, read_refs
-from modelrepo.inspect.formats import worth_inspecting
-from modelrepo.inspect.policy import MAX_BLOB_READ, repo_blob_reader
-from modelrepo.inspect.refs import FileRef
-from modelrepo.inspect.summary import security
-from modelrepo.services import Services
+
+if TYPE_CHECKING:
+    from modelrepo.inspect.refs import FileRef
+    from modelrepo.services import Services
 
 
 def _all_files(path) -> list[FileRef]:
     """Every file worth inspecting on any branch or tag, once per (path, object)."""
+    import pygit2
+
+    from modelrepo.git.snapshot import list_files, read_refs
+    from modelrepo.inspect.formats import worth_inspecting
+    from modelrepo.inspect.refs import FileRef
+
     repo = pygit2.Repository(str(path))
     seen: dict[tuple[str, str], FileRef] = {}
     for commit in {r.commit for r in read_refs(repo)}:
@@ -32,6 +38,9 @@ def _all_files(path) -> list[FileRef]:
 @click.option("--force", is_flag=True, help="inspect again what was already inspected")
 async def inspect_command(services: Services, name: str | None, force: bool) -> None:
     """Inspect stored weights: safetensors, GGUF, pickle imports."""
+    from modelrepo.inspect.policy import MAX_BLOB_READ, repo_blob_reader
+    from modelrepo.inspect.summary import security
+
     models, inspections = services.models, services.inspections
     if name:
         targets = [await models.for_read(LOCAL_ADMIN, *full_name(name))]

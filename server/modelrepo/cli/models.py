@@ -1,11 +1,16 @@
 """``modelrepo model``: create, list, show and delete models."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import click
 
 from modelrepo.accounts.access import VISIBILITIES
 from modelrepo.cli.common import LOCAL_ADMIN, admin_command, full_name, when
-from modelrepo.push.rules import human
-from modelrepo.services import Services
+
+if TYPE_CHECKING:
+    from modelrepo.services import Services
 
 
 @click.group()
@@ -36,6 +41,8 @@ async def model_list(services: Services) -> None:
 @click.argument("name", metavar="NS/NAME")
 async def model_show(services: Services, name: str) -> None:
     """Show a model: card, refs, deployments, files."""
+    from modelrepo.push.rules import human
+
     ns, model_name = full_name(name)
     models = services.models
     m = await models.for_read(LOCAL_ADMIN, ns, model_name)

@@ -1,11 +1,16 @@
 """``modelrepo namespace``: namespaces (tenants), their members and quotas."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import click
 
 from modelrepo.accounts.access import ROLES
 from modelrepo.cli.common import LOCAL_ADMIN, admin_command, echo_table
-from modelrepo.services import Services
-from modelrepo.settings import parse_size
+
+if TYPE_CHECKING:
+    from modelrepo.services import Services
 
 
 @click.group()
@@ -66,6 +71,8 @@ async def namespace_set_quota(services: Services, ns: str, bytes_: str | None, m
     """Set NS's quotas: LFS bytes and number of models.
 
     An option left out keeps its current value; 'none' lifts the limit."""
+    from modelrepo.settings import parse_size
+
     accounts = services.accounts
     current = await accounts.quota((await accounts.get_namespace(ns)).id)
 

@@ -6,9 +6,11 @@ go to stdout (they are what the command is for), progress to stderr (live on a T
 found, an error gc met, a refused restore).
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,16 +21,16 @@ from modelrepo.cli.common import (
     full_name,
     quiet_logging,
     settings_or_exit,
+    skip_collection_at_exit,
 )
 from modelrepo.cli.progress import Status
 from modelrepo.errors import ModelrepoError
 from modelrepo.ops import OpsError
-from modelrepo.ops import backup as backups
-from modelrepo.ops.fsck import ModelRef, run_fsck
-from modelrepo.ops.gc import collect_garbage
-from modelrepo.push.rules import human
-from modelrepo.services import Services
-from modelrepo.settings import Settings
+
+if TYPE_CHECKING:
+    from modelrepo.ops.fsck import ModelRef
+    from modelrepo.services import Services
+    from modelrepo.settings import Settings
 
 
 def _echo_lines(lines: list[str]) -> None:
@@ -40,6 +42,7 @@ def _run_sync(settings: Settings, label: str, fn: Callable[..., Any], *args: Any
     """Backup and restore: synchronous, on the data directory's files (no services: a restore
     target must stay empty until it is complete)."""
     quiet_logging()
+    skip_collection_at_exit()
     try:
         with Status(label) as status:
             return fn(settings, *args, say=status.say)
@@ -58,6 +61,8 @@ async def gc(services: Services, dry_run: bool, grace: float) -> None:
 
     Deletes LFS objects no repository links, crash leftovers and stale partial uploads, each once
     older than --grace; repacks repositories with many loose objects or packs."""
+    from modelrepo.ops.gc import collect_garbage
+
     with Status("gc: sweeping LFS objects, uploads and repositories"):
         report = await collect_garbage(services.settings, services.catalog, services.store, services.models.store,
                                        grace=grace, dry_run=dry_run)
@@ -67,6 +72,8 @@ async def gc(services: Services, dry_run: bool, grace: float) -> None:
 
 
 async def _model_ref(services: Services, name: str) -> ModelRef:
+    from modelrepo.ops.fsck import ModelRef
+
     ns, model_name = full_name(name)
     model = await services.models.find(ns, model_name)
     if model is None:
@@ -84,6 +91,8 @@ async def fsck(services: Services, name: str | None, repair: bool) -> None:
     branch and tag and that the catalog describes every repository's refs; with NS/NAME, only that
     model. Exits 1 and lists the problems when there are any; --repair rebuilds the catalog rows of
     models whose refs moved behind its back (a crash between a ref update and post-receive)."""
+    from modelrepo.ops.fsck import run_fsck
+
     only = await _model_ref(services, name) if name else None
     with Status("fsck: checking LFS objects and repositories") as status:
         report = await run_fsck(services.catalog, services.store, services.models.store,
@@ -103,6 +112,9 @@ def backup_command(config: Path | None, data: Path | None, dest: Path) -> None:
 
     DEST is a new directory; the backup holds the catalog, the repositories and the local LFS
     objects (S3 objects are not copied: back the bucket up on its own)."""
+    from modelrepo.ops import backup as backups
+    from modelrepo.push.rules import human
+
     manifest = _run_sync(settings_or_exit(config, data), "backup", backups.backup, dest)
     counts = manifest["counts"]
     lfs = (f"{counts['lfs_objects']} LFS object(s) ({human(counts['lfs_bytes'])})" if manifest["lfs_objects_included"]
@@ -118,6 +130,9 @@ def restore_command(config: Path | None, data: Path | None, src: Path) -> None:
     """Restore backup SRC into an empty data directory.
 
     The data directory must be empty or absent; the result is verified before it is used."""
+    from modelrepo.ops import backup as backups
+    from modelrepo.push.rules import human
+
     report = _run_sync(settings_or_exit(config, data), "restore", backups.restore, src)
     click.echo(f"restored {src} into {report.data_dir}: {report.models} model(s), {report.refs} ref(s), "
                f"{report.lfs_objects} LFS object(s) ({human(report.lfs_bytes)}); start the daemon on it")

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TextIO
 
-from modelrepo.push.rules import human
-
 FRAMES = "|/-\\"
 INTERVAL = 0.1
 
@@ -56,6 +54,8 @@ class Status:
 
     def measure(self, what: str, total: int) -> Callable[[int], None]:
         """A callback adding to a byte count shown as "what: done of total (n%)"."""
+        from modelrepo.push.rules import human
+
         done = [0]
 
         def detail() -> str:

@@ -10,11 +10,8 @@ import os
 from pathlib import Path
 
 import click
-import structlog
 
-from modelrepo import daemon
-from modelrepo.cli.common import data_options, read_settings, settings_or_exit
-from modelrepo.log import configure_logging, set_process_fields
+from modelrepo.cli.common import data_options, read_settings, settings_or_exit, skip_collection_at_exit
 
 
 @click.command()
@@ -33,12 +30,20 @@ def serve(ctx: click.Context, config: Path | None, data: Path | None, listen: st
     if worker is not None:
         if supervisor is None:
             raise click.UsageError("--worker is started by the supervisor, with --supervisor")
+        from modelrepo.log import set_process_fields
         from modelrepo.supervisor import attach_to_supervisor  # noqa: PLC0415 - workers only
 
         attach_to_supervisor(supervisor)
         set_process_fields(worker=worker, pid=os.getpid())
-    settings = settings_or_exit(config, data, listen, workers)
+    settings = settings_or_exit(config, data, listen, workers)  # a bad configuration fails before the imports
+
+    import structlog
+
+    from modelrepo import daemon
+    from modelrepo.log import configure_logging
+
     configure_logging(settings.log.level, settings.log.format)
+    skip_collection_at_exit()
     try:
         if worker is None and settings.server.workers > 1:
             from modelrepo.supervisor import Supervisor  # noqa: PLC0415 - imported only when used

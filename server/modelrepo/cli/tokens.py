@@ -1,10 +1,16 @@
 """``modelrepo token``: create, list and revoke a user's tokens."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import click
 
 from modelrepo.accounts.access import SCOPES
 from modelrepo.cli.common import ID, LOCAL_ADMIN, admin_command, echo_table, when
-from modelrepo.services import Services
+
+if TYPE_CHECKING:
+    from modelrepo.services import Services
 
 
 @click.group()

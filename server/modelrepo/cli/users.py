@@ -1,12 +1,17 @@
 """``modelrepo user``: create, list, disable and enable users."""
 
+from __future__ import annotations
+
 import sys
+
+from typing import TYPE_CHECKING
 
 import click
 
-from modelrepo.accounts import passwords
 from modelrepo.cli.common import LOCAL_ADMIN, admin_command, echo_table, when
-from modelrepo.services import Services
+
+if TYPE_CHECKING:
+    from modelrepo.services import Services
 
 
 @click.group()
@@ -57,6 +62,8 @@ async def user_set_password(services: Services, name: str) -> None:
     """Set a web UI password (prompted, or read from stdin).
 
     Ends NAME's web UI sessions; tokens keep working."""
+    from modelrepo.accounts import passwords
+
     if sys.stdin.isatty():
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     else:

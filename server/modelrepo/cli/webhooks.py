@@ -1,9 +1,15 @@
 """``modelrepo webhook``: list a namespace's or a model's webhooks, their deliveries, redeliver."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import click
 
 from modelrepo.cli.common import ID, LOCAL_ADMIN, admin_command, echo_table, when
-from modelrepo.services import Services
+
+if TYPE_CHECKING:
+    from modelrepo.services import Services
 
 OWNER = "NS[/NAME]"
 

@@ -7,8 +7,6 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from numpy.lib import format as npy_format
-
 from modelrepo.inspect import pickles
 from modelrepo.inspect.errors import NotInspectable
 from modelrepo.inspect.gguf import inspect_gguf
@@ -166,7 +164,10 @@ def _member(zf: zipfile.ZipFile, f: RangeReader, info: zipfile.ZipInfo) -> Binar
 
 def _npy(f: BinaryIO, member: str | None) -> pickles.PickleScan | None:
     """A .npy holds a pickle only when its dtype has objects (``np.load(allow_pickle=True)``).
-    numpy's own header reader, bounded: it never reads the array."""
+    numpy's own header reader, bounded: it never reads the array. numpy is imported here, on the
+    first .npy, not at every start (half a second of CPU)."""
+    from numpy.lib import format as npy_format
+
     try:
         version = npy_format.read_magic(f)
         read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0

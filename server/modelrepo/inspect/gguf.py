@@ -3,26 +3,40 @@
 gguf's own GGUFReader memory-maps a local file; objects may live in S3, so this walks the header
 (key/values, then tensor infos) through any seekable reader, skipping array payloads such as the
 tokenizer vocabulary, and takes the format's constants (value types, quantization types, file
-types, key names) from the gguf package."""
+types, key names) from the gguf package.
 
+gguf imports numpy (about half a second of CPU): it is loaded on the first GGUF file read, not by
+every daemon and CLI start that merely imports the inspectors."""
+
+import functools
 import math
 import struct
-from typing import BinaryIO
-
-from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType
+from typing import TYPE_CHECKING, BinaryIO
 
 from modelrepo.inspect.errors import NotInspectable
+
+if TYPE_CHECKING:
+    from gguf import GGUFValueType
 
 MAGIC = b"GGUF"
 MAX_HEADER = 256 * 1024 * 1024  # vocabularies make headers of tens of MiB; beyond this we stop
 MAX_COUNT = 10_000_000
 MAX_STRING = 16 * 1024 * 1024
 KEPT_STRING = 256  # strings longer than this are skipped, not kept
-_SCALARS = {
-    GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H", GGUFValueType.INT16: "<h",
-    GGUFValueType.UINT32: "<I", GGUFValueType.INT32: "<i", GGUFValueType.FLOAT32: "<f", GGUFValueType.BOOL: "<?",
-    GGUFValueType.UINT64: "<Q", GGUFValueType.INT64: "<q", GGUFValueType.FLOAT64: "<d",
-}
+
+
+@functools.cache
+def _gguf():
+    import gguf
+
+    return gguf
+
+
+@functools.cache
+def _scalars() -> dict:
+    t = _gguf().GGUFValueType
+    return {t.UINT8: "<B", t.INT8: "<b", t.UINT16: "<H", t.INT16: "<h", t.UINT32: "<I", t.INT32: "<i",
+            t.FLOAT32: "<f", t.BOOL: "<?", t.UINT64: "<Q", t.INT64: "<q", t.FLOAT64: "<d"}
 
 
 class _Header:
@@ -57,28 +71,29 @@ class _Header:
         return self.take(n).decode("utf-8", errors="replace")
 
     def value(self, vtype: int):
-        if vtype == GGUFValueType.STRING:
+        value_types = _gguf().GGUFValueType
+        if vtype == value_types.STRING:
             return self.string()
-        if vtype == GGUFValueType.ARRAY:
+        if vtype == value_types.ARRAY:
             item_type, count = self.scalar("<I"), self.scalar("<Q")
             if count > MAX_COUNT:
                 raise NotInspectable(f"GGUF array of {count} items")
-            fmt = _SCALARS.get(_value_type(item_type))
+            fmt = _scalars().get(_value_type(item_type))
             if fmt is not None:
                 self.skip(count * struct.calcsize(fmt))
             else:
                 for _ in range(count):
                     self.value(_value_type(item_type))
             return {"array": count}
-        fmt = _SCALARS.get(_value_type(vtype))
+        fmt = _scalars().get(_value_type(vtype))
         if fmt is None:
             raise NotInspectable(f"unknown GGUF value type {vtype}")
         return self.scalar(fmt)
 
 
-def _value_type(raw: int) -> GGUFValueType:
+def _value_type(raw: int) -> "GGUFValueType":
     try:
-        return GGUFValueType(raw)
+        return _gguf().GGUFValueType(raw)
     except ValueError:
         raise NotInspectable(f"unknown GGUF value type {raw}") from None
 
@@ -109,13 +124,13 @@ def inspect_gguf(f: BinaryIO, size: int) -> dict:
         dims = [h.scalar("<Q") for _ in range(n_dims)]
         ggml_type, _offset = h.scalar("<I"), h.scalar("<Q")
         parameters += math.prod(dims)
-        name = _enum_name(GGMLQuantizationType, ggml_type)
+        name = _enum_name(_gguf().GGMLQuantizationType, ggml_type)
         types[name] = types.get(name, 0) + 1
     arch = meta.get("general.architecture")
     out: dict = {"format": "gguf", "version": version, "architecture": arch, "name": meta.get("general.name"),
                  "tensors": tensor_count, "parameters": parameters, "tensor_types": types}
     if isinstance(meta.get("general.file_type"), int):
-        out["file_type"] = _enum_name(LlamaFileType, meta["general.file_type"])
+        out["file_type"] = _enum_name(_gguf().LlamaFileType, meta["general.file_type"])
     if arch and isinstance(meta.get(f"{arch}.context_length"), int):
         out["context_length"] = meta[f"{arch}.context_length"]
     if isinstance(meta.get("general.quantization_version"), int):
