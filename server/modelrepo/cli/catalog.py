@@ -5,11 +5,7 @@ from pathlib import Path
 
 import click
 
-from modelrepo.catalog import urls
-from modelrepo.catalog.db import Catalog, CatalogUnavailable
 from modelrepo.cli.common import data_options, quiet_logging, settings_or_exit
-from modelrepo.errors import ModelrepoError
-from modelrepo.ops.catalog_copy import copy_catalog
 
 
 @click.group("catalog")
@@ -27,6 +23,12 @@ def migrate_to(config: Path | None, data: Path | None, url: str) -> None:
     then set catalog.url (MODELREPO_CATALOG__URL) to URL and start it again."""
     settings = settings_or_exit(config, data)
     quiet_logging()
+    # Imported here, not at the top: the command tree is declared without the catalog's engines.
+    from modelrepo.catalog import urls
+    from modelrepo.catalog.db import Catalog, CatalogUnavailable
+    from modelrepo.errors import ModelrepoError
+    from modelrepo.ops.catalog_copy import copy_catalog
+
     try:
         target = urls.normalize(url)
     except urls.BadCatalogUrl as exc:
