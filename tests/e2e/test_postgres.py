@@ -84,6 +84,18 @@ def test_push_lfs_tag_webhook_and_search(pgd, git, tmp_path):
     assert d.ok("GET", "/api/v1/models?search=BER", token="rob")[0]["id"] == "acme/bert"
 
 
+def test_nul_in_text_is_a_400_and_changes_nothing(pgd):
+    """PostgreSQL text cannot hold U+0000 (SQLite can): such input is the client's error in words,
+    at a write and at a search, never a 500, and nothing is half-made."""
+    d = pgd
+    r = d.api("POST", "/api/v1/models", body={"namespace": "acme", "name": "nul", "description": "a\u0000b"})
+    assert r.status == 400 and "NUL" in r.body.decode(), (r.status, r.body)
+    assert d.api("GET", "/api/v1/models/acme/nul").status == 404
+    assert not (d.data / "repos" / "acme" / "nul.git").exists()
+    r = d.api("GET", "/api/v1/models?search=a%00b")
+    assert r.status == 400 and "NUL" in r.body.decode(), (r.status, r.body)
+
+
 def test_deployment_refuses_delete_and_lfs_locks(pgd, git, tmp_path):
     d = pgd
     d.ok("POST", "/api/v1/models", body={"namespace": "acme", "name": "served"})

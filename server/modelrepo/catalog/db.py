@@ -24,6 +24,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from modelrepo.catalog import urls
+from modelrepo.errors import InvalidInput
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # PostgreSQL advisory lock keys (64-bit, one namespace per database): the catalog-wide write lock
@@ -148,6 +149,18 @@ def migrate(target: Path | str) -> None:
             engine.dispose()
 
 
+# SQLSTATE 22021 (character_not_in_repertoire): PostgreSQL text cannot hold U+0000, which JSON,
+# SQLite and a search box can. Such a value is the caller's bad input on either engine's side.
+_NUL_IN_TEXT = "22021"
+
+
+def _raise_bad_text(exc: BaseException) -> None:
+    """A value PostgreSQL cannot store as text becomes a 400 in words (the transaction was already
+    rolled back: nothing changed), rather than a 500."""
+    if isinstance(exc, sa.exc.DBAPIError) and getattr(exc.orig, "sqlstate", None) == _NUL_IN_TEXT:
+        raise InvalidInput("text cannot contain the NUL character (\\u0000)") from None
+
+
 class Catalog:
     """An async engine plus the transaction helper every service uses."""
 
@@ -202,8 +215,9 @@ class Catalog:
                 await conn.exec_driver_sql(f"SELECT {lock}({CATALOG_LOCK})")
             try:
                 yield conn
-            except BaseException:
+            except BaseException as exc:
                 await conn.rollback()
+                _raise_bad_text(exc)
                 raise
             else:
                 await conn.commit()
@@ -225,7 +239,11 @@ class Catalog:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.connect() as conn:
-            yield conn
+            try:
+                yield conn
+            except sa.exc.DBAPIError as exc:
+                _raise_bad_text(exc)
+                raise
 
     async def close(self) -> None:
         await self.engine.dispose()
