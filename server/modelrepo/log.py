@@ -44,7 +44,9 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # One write() per line, newline included (print() makes two): worker processes share one
+        # stream (journald's socket, a file), and two half-lines glue into one nobody can parse.
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     # Libraries that use stdlib logging (aiohttp, alembic) go to the same stream at WARNING+.

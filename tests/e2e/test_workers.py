@@ -107,6 +107,25 @@ def test_requests_land_on_both_workers_and_metrics_sum_across_them(workers):
                        status="200") == before + 40
 
 
+def test_workers_sharing_one_log_stream_never_glue_lines(workers):
+    """Every process writes its log lines to the one stream the service manager gave it (journald's
+    socket, a file): each line must go out in one write, or two workers' lines glue into one that
+    no JSON reader can parse — and the events in them are lost."""
+    d = workers
+    with ThreadPoolExecutor(8) as pool:
+        assert {r.status for r in pool.map(lambda _: d.api("GET", "/healthz"), range(1000))} == {200}
+    lines = d.log().splitlines()
+    broken = [line for line in lines if not line.startswith("modelrepo: ") and not _json_object(line)]
+    assert not broken, broken[:3]
+
+
+def _json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
 def test_pushes_with_hooks_succeed_whichever_worker_serves_them(workers, git, tmp_path):
     d = workers
     d.ok("POST", "/api/v1/namespaces", body={"name": "hooks"})
