@@ -65,3 +65,42 @@ def test_concurrent_start_ups_migrate_once(url):
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()[-2000:]
     assert _inspect(url, lambda conn: conn.execute(sa.text("select count(*) from alembic_version")).scalar()) == 1
+
+
+def test_head_revision_is_alembics_own():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from modelrepo.catalog.db import MIGRATIONS, head_revision
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert head_revision() == ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def test_a_current_sqlite_catalog_opens_without_alembic(tmp_path):
+    """Every start and admin command opens the catalog: when it is current, Alembic stays unloaded;
+    when it is not (a fresh file, an older schema), the upgrade runs."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "catalog.db"
+    code = ("import sys; from modelrepo.catalog.db import migrate; migrate(__import__('pathlib').Path(sys.argv[1])); "
+            "print('alembic' in sys.modules)")
+    run = lambda: subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout.strip()  # noqa: E731
+    assert run() == "True"  # fresh: migrated
+    assert run() == "False"  # current: nothing loaded
+    from alembic import command
+    from alembic.config import Config
+
+    from modelrepo.catalog.db import MIGRATIONS
+
+    engine = sa.create_engine(catalog_url(path))
+    with engine.begin() as conn:  # an installation one release behind
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0008")
+    engine.dispose()
+    assert run() == "True"  # behind: upgraded again
+    assert _inspect(catalog_url(path), lambda c: c.execute(sa.text("select version_num from alembic_version")).scalar()) == "0009"
