@@ -69,3 +69,41 @@ async def test_one_inspection_per_object(tmp_path):
     finally:
         await inspections.drain()
         await catalog.close()
+
+
+async def test_a_slow_catalog_read_never_reads_the_object_twice(tmp_path):
+    """The CI flake: a caller's "no row yet" read outlived a whole inspection, found nothing in
+    flight and read the object again. The catalog read is now inside the per-object task."""
+    local = ObjectStore(LocalBackend(tmp_path / "lfs"))
+    store = CountingStore(local)
+    catalog = Catalog.open(tmp_path / "catalog.db")
+    inspections = Inspections(catalog, store)  # type: ignore[arg-type]
+    reads_of_rows, saved = 0, asyncio.Event()
+    rows, save_row = inspections._rows, inspections._save
+
+    async def saving(*args):
+        await save_row(*args)
+        saved.set()
+
+    async def late_second_read(keys):
+        """The second lookup reads before the inspection is saved and answers after it is."""
+        nonlocal reads_of_rows
+        reads_of_rows += 1
+        mine = reads_of_rows
+        found = await rows(keys)
+        if mine == 2 and not found and not saved.is_set():
+            await saved.wait()
+            await asyncio.sleep(0.05)  # and after the in-flight task is gone
+        return found
+
+    inspections._rows, inspections._save = late_second_read, saving  # type: ignore[method-assign]
+    try:
+        weights = save({"w": np.ones((4, 4), np.float32)})
+        oid = await put(local, weights)
+        results = await asyncio.gather(*(inspections.object(oid, len(weights), f"{i}/model.safetensors")
+                                         for i in range(3)))
+        assert results[0] == results[1] == results[2] and results[0]["parameters"] == {"F32": 16}
+        assert store.reads == 1
+    finally:
+        await inspections.drain()
+        await catalog.close()

@@ -61,20 +61,21 @@ class Inspections:
         return found
 
     async def _ensure(self, key: str, path: str, open_reader, force: bool = False) -> dict | None:
-        """One inspection per key at a time: wait for one in flight, then use what it stored
-        unless it is stale for this name (it ran without one)."""
+        """One lookup-or-inspection per key at a time. The catalog read is part of the task: were
+        it outside, a caller could read "no row" just before a running inspection saved its row,
+        find nothing in flight once it finished, and read the object a second time."""
         while (task := self._inflight.get(key)) is not None:
-            await asyncio.shield(task)
+            await asyncio.wait([task])  # whatever it ended with; then look again
+        task = asyncio.ensure_future(self._lookup_or_run(key, path, open_reader, force))
+        self._inflight[key] = task
+        task.add_done_callback(lambda t: self._inflight.pop(key) if self._inflight.get(key) is t else None)
+        return await asyncio.shield(task)
+
+    async def _lookup_or_run(self, key: str, path: str, open_reader, force: bool) -> dict | None:
         row = None if force else (await self._rows([key])).get(key)
         if row is not None and not stale(*row, path):
             return row[0]
-        return await asyncio.shield(self._inflight.get(key) or self._start(key, open_reader, path))
-
-    def _start(self, key: str, open_reader, path: str) -> asyncio.Task:
-        task = asyncio.ensure_future(self._run(key, open_reader, path))
-        self._inflight[key] = task
-        task.add_done_callback(lambda _t: self._inflight.pop(key, None))
-        return task
+        return await self._run(key, open_reader, path)
 
     async def _lfs_reader(self, oid: str, size: int) -> RangeReader | None:
         if await self.store.stat(oid) != size:
