@@ -122,7 +122,8 @@ def inspect_gguf(f: BinaryIO, size: int) -> dict:
         if n_dims > 8:
             raise NotInspectable(f"GGUF tensor with {n_dims} dimensions")
         dims = [h.scalar("<Q") for _ in range(n_dims)]
-        ggml_type, _offset = h.scalar("<I"), h.scalar("<Q")
+        ggml_type = h.scalar("<I")
+        h.scalar("<Q")  # the tensor's data offset: read past, the header is all we count
         parameters += math.prod(dims)
         name = _enum_name(_gguf().GGMLQuantizationType, ggml_type)
         types[name] = types.get(name, 0) + 1
