@@ -32,6 +32,11 @@ What it does, in one run, for two workloads (1 x 2 GiB and 32 x 64 MiB; --quick:
   buffer and client, none of the daemon's work. Issue 14's target: 8 concurrent uploads >= 0.7 of
   that bare aiohttp figure ("/aio").
 The daemon's RSS is sampled every 50 ms from its start to the end.
+A last section, "CPU budget", says whether the upload target fits this machine's cores at all: the
+bare server only reads, a storing server also hashes and writes every byte while the client
+shares the cores, so at 0.7 x bare-aio the floor is rate x (client + aiohttp reading +
+sha256/write/fsync) CPU per MB, each measured in this run; and how many times that floor's server
+part the daemon spends per MB (its own overhead).
 
 How to read it: MB/s are 10^6 bytes per second of object data, wall clock from the first batch
 call to the last byte (uploads include the verify calls). "ratio" is daemon / ceiling, MISS when
@@ -351,16 +356,20 @@ def hash_write_fsync(obj: Obj, dest: Path) -> None:
         raise TransferFailed(f"{obj.path} no longer hashes to its OID")
 
 
-def upload_ceiling(workload: Workload, dest: Path, threads: int) -> float:
-    """MB/s of hash_write_fsync over the workload's objects, `threads` objects at a time."""
+def upload_ceiling(workload: Workload, dest: Path, threads: int) -> tuple[float, float]:
+    """(MB/s, CPU seconds per MB) of hash_write_fsync over the workload's objects, `threads`
+    objects at a time. The CPU is this process's, every thread: what storing a byte costs the
+    machine's cores whoever does it."""
     dest.mkdir(parents=True, exist_ok=True)
     os.sync()
+    cpu = time.process_time()
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda o: hash_write_fsync(o, dest / o.path.name), workload.objects))
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     shutil.rmtree(dest)
-    return workload.size / seconds / MB
+    return workload.size / seconds / MB, cpu / (workload.size / MB)
 
 
 def send_files(conn: socket.socket, objects: list[Obj]) -> None:
@@ -735,15 +744,16 @@ class Row:
     bare_aio: Measure
     daemon: Measure
     giftless: Measure | None
+    store_cpu: float  # CPU seconds per MB to sha256 + write + fsync, from the ceiling run
 
 
-def measure_ceilings(workload: Workload, scratch: Path) -> tuple[float, float, str]:
-    """(upload ceiling, download ceiling, how they were taken)."""
-    one = upload_ceiling(workload, scratch / "ceiling", threads=1)
+def measure_ceilings(workload: Workload, scratch: Path) -> tuple[float, float, str, float]:
+    """(upload ceiling, download ceiling, how they were taken, CPU seconds per MB stored)."""
+    one, store_cpu = upload_ceiling(workload, scratch / "ceiling", threads=1)
     how = f"upload (sha256+write+fsync) 1 thread {one:.0f}"
     best = one
     if workload.streams > 1:
-        many = upload_ceiling(workload, scratch / "ceiling", threads=workload.streams)
+        many, _ = upload_ceiling(workload, scratch / "ceiling", threads=workload.streams)
         best = max(one, many)
         used = "1 thread" if best == one else f"{workload.streams} threads"
         how += f", {workload.streams} threads {many:.0f} -> uses {used}"
@@ -751,7 +761,7 @@ def measure_ceilings(workload: Workload, scratch: Path) -> tuple[float, float, s
     streams = f"{workload.streams} stream{'s' if workload.streams > 1 else ''}"
     how += f"; download (sendfile -> loopback) {streams} {send:.0f}"
     print(f"  ceilings   {how} MB/s", flush=True)
-    return best, send, how
+    return best, send, how, store_cpu
 
 
 def report(server: str, operation: str, result: Measure | None, ceiling: float | None = None) -> None:
@@ -766,7 +776,7 @@ def measure_workload(workload: Workload, scratch: Path, bare: BareServer, pairs:
     """Ceilings, then the bare server, per worker count the bare aiohttp server and the daemon, and
     giftless; returns the rows and the ceilings' note."""
     print(f"\n{workload.name}:", flush=True)
-    up, down, how = measure_ceilings(workload, scratch)
+    up, down, how, store_cpu = measure_ceilings(workload, scratch)
     rows = []
     for operation, ceiling in (("upload", up), ("download", down)):
         client_max = timed_transfer(bare, operation, workload.objects)
@@ -776,7 +786,8 @@ def measure_workload(workload: Workload, scratch: Path, bare: BareServer, pairs:
             report(aio.name, operation, reference)
             ours = timed_transfer(daemon, operation, workload.objects)
             report(daemon.name, operation, ours, ceiling)
-            rows.append(Row(workload, operation, daemon.workers, ceiling, client_max.mbps, reference, ours, None))
+            rows.append(Row(workload, operation, daemon.workers, ceiling, client_max.mbps, reference, ours, None,
+                            store_cpu))
     for row in rows[::len(pairs)]:  # giftless once per operation, beside the first worker count
         row.giftless = peer.measure(row.operation, workload.objects)
         report("giftless", row.operation, row.giftless)
@@ -820,6 +831,7 @@ def print_table(rows: list[Row], ceilings: dict[str, str], samplers: list[tuple[
         print(line)
     for name, how in ceilings.items():
         print(f"ceilings {name}: {how} MB/s")
+    print_cpu_budget(rows)
     for daemon, sampler in samplers:
         peak = sampler.peak / MIB
         print(f"{daemon.name} RSS (largest process): baseline {sampler.baseline / MIB:.1f} MiB, peak {peak:.1f} MiB, "
@@ -828,6 +840,30 @@ def print_table(rows: list[Row], ceilings: dict[str, str], samplers: list[tuple[
     for daemon, _ in samplers:
         log = daemon.log_lines()
         print(f"{daemon.name} log: {len(log)} lines" + "".join(f"\n  {line[:300]}" for line in log[-5:]))
+
+
+def print_cpu_budget(rows: list[Row]) -> None:
+    """Whether the upload target fits in this machine's cores at all, and what the daemon spends
+    beyond the work no server can skip.
+
+    The bare aiohttp server only reads the socket; a server that stores what it receives must also
+    hash and write every byte, and the client shares the cores. At the target rate (0.7 x bare-aio)
+    the floor is rate x (client + aiohttp's reading + sha256/write/fsync), each per MB, measured in
+    this run. When that floor exceeds the cores, the target is beyond the machine, not the daemon;
+    the daemon's own overhead is its CPU per MB over the floor's server part."""
+    cores = os.cpu_count() or 1
+    print(f"\nCPU budget of the uploads (ms of CPU per MB; {cores} cores):")
+    for row in (r for r in rows if r.operation == "upload"):
+        aio, ours = row.bare_aio, row.daemon
+        client, reading, storing = aio.client_cpu / aio.mbps, aio.cpu / aio.mbps, row.store_cpu
+        rate = AIO_UPLOAD_TARGET * aio.mbps
+        needed = rate * (client + reading + storing)
+        daemon = ours.cpu / ours.mbps
+        print(f"  {row.workload.name:<14} N={row.workers}: target {rate:.0f} MB/s needs {needed:.2f} cores "
+              f"(client {client * 1000:.2f} + aiohttp reading {reading * 1000:.2f} + sha256/write/fsync "
+              f"{storing * 1000:.2f} ms/MB) -> {'fits' if needed <= cores else 'beyond this machine'}; "
+              f"daemon {daemon * 1000:.2f} ms/MB = {daemon / (reading + storing):.2f} x its floor "
+              f"({(reading + storing) * 1000:.2f})")
 
 
 # -- the run ---------------------------------------------------------------------------------
