@@ -10,15 +10,18 @@ import stat
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from importlib import resources
 from pathlib import Path
 
 import pygit2
 
-from modelrepo.errors import Conflict, InvalidInput, NotFound
+from modelrepo.errors import Conflict, InvalidInput, NotFound, model_not_found
 from modelrepo.names import check_name, check_ref_name
 
+T = TypeVar("T")
 HOOK_NAMES = ("pre-receive", "post-receive")
 # Applied to each repository's config at creation and on start-up.
 REPO_CONFIG = {
@@ -86,6 +89,43 @@ class RepoStore:
         if not self.root.exists():
             return []
         return [p for p in self.root.glob("*/*.git") if p.is_dir() and not p.name.startswith(".")]
+
+
+def _directory_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def stable_read(path: Path, read: Callable[..., T], *args: object) -> T:
+    """``read(path, *args)``, answered as the model's 404 when the repository was not there, or
+    was renamed away (a delete, by this or another process) or replaced (deleted and created
+    again) while it ran.
+
+    A read racing a delete fails in whatever way libgit2 meets the vanished files ("repository not
+    found", a missing object read as "no such revision"): only the directory's identity before and
+    after tells that apart from a real failure, and the answer is then the one the request would
+    have had a moment later, byte for byte the missing model's. Checked after a success too: a read
+    that spanned a delete and a create may have mixed two models' objects."""
+    before = _directory_id(path)
+    if before is None:
+        raise model_not_found()
+    try:
+        result = read(path, *args)
+    except Exception:
+        if _directory_id(path) != before:
+            raise model_not_found() from None
+        raise
+    if _directory_id(path) != before:
+        raise model_not_found()
+    return result
+
+
+def vanished(path: Path) -> bool:
+    """Whether the repository is gone: how a git process's failure is told from a delete's."""
+    return _directory_id(path) is None
 
 
 def configure(path: Path) -> None:

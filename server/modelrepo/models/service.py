@@ -12,6 +12,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +33,8 @@ from modelrepo.accounts.access import (
 )
 from modelrepo.accounts.service import Accounts
 from modelrepo.models.webhooks import enqueue, envelope
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -290,9 +293,15 @@ class Models:
     def path(self, model: Model):
         return self.store.path(model.namespace, model.name)
 
+    async def read(self, model: Model, read: Callable[..., T], *args: object) -> T:
+        """``read(path, *args)`` on the model's repository, in a thread. Another process may delete
+        the model between the access check and the read: a repository gone (or replaced) under the
+        read is the model's 404, never a 500 (``repos.stable_read``)."""
+        return await asyncio.to_thread(repos.stable_read, self.path(model), read, *args)
+
     async def refs(self, identity: Identity, namespace: str, name: str) -> dict:
         model = await self.for_read(identity, namespace, name)
-        return await asyncio.to_thread(repos.list_refs, self.path(model))
+        return await self.read(model, repos.list_refs)
 
     async def files(self, model: Model) -> list[dict]:
         """The default branch's files as post-receive recorded them (LFS sizes, not pointer sizes)."""

@@ -122,8 +122,7 @@ async def resolve(request: web.Request) -> web.StreamResponse:
             presigned = await lfs.presigned_download(entry.lfs_oid)
             raise web.HTTPFound(presigned.href, headers=headers)
         return await send_stored_object(request, lfs.store, entry.lfs_oid, size, headers)
-    models = request.app[MODELS]
-    data = await asyncio.to_thread(hub_repo.read_blob, models.path(r.model), entry.oid)
+    data = await request.app[MODELS].read(r.model, hub_repo.read_blob, entry.oid)
     headers.update({"ETag": f'"{entry.oid}"', "X-Linked-Etag": f'"{entry.oid}"', "X-Linked-Size": str(len(data))})
     start, end = parse_range(request.headers.get("Range"), len(data))
     if request.headers.get("Range") and (start, end) != (0, len(data)):

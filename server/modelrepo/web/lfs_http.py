@@ -9,7 +9,8 @@ import re
 
 from aiohttp import web
 
-from modelrepo.errors import InvalidInput, ModelrepoError, NotFound, TooLarge, Unauthenticated, UnsupportedMediaType
+from modelrepo.errors import (InvalidInput, ModelrepoError, NotFound, TooLarge, Unauthenticated, UnsupportedMediaType,
+                              model_not_found)
 from modelrepo.keys import LFS, LOCKS, METRICS, MODELS, SETTINGS
 from modelrepo.lfs.action_tokens import ActionClaim
 from modelrepo.lfs.service import Urls, check_oid
@@ -82,7 +83,11 @@ async def _transfer_model(request: web.Request, operation: str, oid: str) -> tup
         check = models.for_read if operation == "download" else models.for_write
         return await check(identity_of(request), ns, name), None
     model = await models.find(ns, name)
-    if model is None or claim.model_key != model.key or claim.operation != operation or claim.oid != oid:
+    if model is None or claim.model_key != model.key:
+        # The token's model was deleted (perhaps recreated under its name) after the batch that
+        # signed it: the answer any request gets for it now.
+        raise model_not_found()
+    if claim.operation != operation or claim.oid != oid:
         raise Unauthenticated("this action token is not valid for this object")
     return model, claim
 
