@@ -11,11 +11,12 @@ may show through it.
 import hashlib
 import json
 import random
+import re
 import shutil
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,15 @@ NS, NAME = "racing", "racy"
 REPO = f"{NS}/{NAME}"
 ROUNDS = 4
 CARD = "---\nlicense: mit\ntags: [racing]\n---\n# Racy\n\nA model deleted while it is read.\n"
+
+
+def answer(r) -> tuple[int, str | None]:
+    """The status, and for a 404 what it said (the error code header and the body, request ids
+    left out): a model deleted under a read must say exactly what a missing model says."""
+    if r.status != 404:
+        return r.status, None
+    body = re.sub(rb'"request_id": "[0-9a-f]+"', b"", r.body).decode(errors="replace")
+    return 404, f"{r.headers.get('X-Error-Code')} {body}"
 
 
 def pkt(line: str) -> bytes:
@@ -56,30 +66,31 @@ class Model:
             d.ok("POST", f"/api/v1/models/{REPO}/tags", body={"name": tag, "revision": "main", "message": "release"})
 
     def reads(self) -> list:
-        """(door, callable -> status) for every read door; admin's token where the door reads one."""
+        """(door, callable -> (status, what a 404 said)) for every read door; admin's token where
+        the door reads one (the UI reads only its session cookie: the model is public)."""
         d, head = self.d, self.head
         tok = d.tokens["admin"]
         oid, size = next(iter(self.lfs.values()))
 
         def get(path: str, token: str | None = tok):
-            return lambda: http("GET", d.url + path, token=token).status
+            return lambda: answer(http("GET", d.url + path, token=token))
 
-        def upload_pack() -> int:
+        def upload_pack():
             body = pkt(f"want {head} side-band-64k ofs-delta\n") + b"0000" + pkt("done\n")
-            return http("POST", f"{d.url}/{REPO}.git/git-upload-pack", token=tok, raw=body,
-                        headers={"Content-Type": "application/x-git-upload-pack-request"}).status
+            return answer(http("POST", f"{d.url}/{REPO}.git/git-upload-pack", token=tok, raw=body,
+                               headers={"Content-Type": "application/x-git-upload-pack-request"}))
 
-        def lfs_download() -> int:
+        def lfs_download():
             r = http("POST", f"{d.url}/{REPO}.git/info/lfs/objects/batch", token=tok,
                      raw=json.dumps({"operation": "download", "objects": [{"oid": oid, "size": size}]}).encode(),
                      headers={"Content-Type": "application/vnd.git-lfs+json", "Accept": "application/vnd.git-lfs+json"})
             if r.status != 200:
-                return r.status
+                return answer(r)
             obj = r.json()["objects"][0]
-            if "actions" not in obj:
-                return obj["error"]["code"]  # 404: the object is not this model's (any more)
+            if "actions" not in obj:  # the model was there, its object not (any more)
+                return obj["error"]["code"], f"batch object error: {obj['error']}"
             action = obj["actions"]["download"]
-            return http("GET", action["href"], headers=action.get("header", {})).status
+            return answer(http("GET", action["href"], headers=action.get("header", {})))
 
         return [
             ("hub info", get(f"/api/models/{REPO}")),
@@ -102,10 +113,12 @@ class Model:
         ]
 
 
-def race_round(d, reads: list, seen: Counter, bad: list) -> None:
+def race_round(d, reads: list, seen: Counter, bad: list, said_404: dict) -> None:
     """Readers loop over the doors (each from a random starting point) while the model is deleted;
     they stop once each has seen the model gone at every door."""
     stop = threading.Event()
+    missing: dict[str, str] = {}
+    said_404.clear()
 
     def reader(first: int) -> None:
         order = reads[first:] + reads[:first]
@@ -113,12 +126,13 @@ def race_round(d, reads: list, seen: Counter, bad: list) -> None:
         while not stop.is_set() and len(gone) < len(order):
             for door, call in order:
                 try:
-                    status = call()
+                    status, said = call()
                 except Exception as exc:  # noqa: BLE001 - a broken answer is a finding, not a crash of the test
-                    status = f"{type(exc).__name__}: {exc}"
+                    status, said = f"{type(exc).__name__}: {exc}", None
                 seen[(door, status)] += 1
                 if status == 404:
                     gone.add(door)
+                    said_404[door].add(said)
                 elif not (isinstance(status, int) and 200 <= status < 300):
                     bad.append((door, status))
 
@@ -133,6 +147,12 @@ def race_round(d, reads: list, seen: Counter, bad: list) -> None:
     stop.set()
     for t in threads:
         t.join(60)
+    for door, call in reads:  # the model is gone for good: what every door says of a missing model
+        status, said = call()
+        assert status == 404, (door, status)
+        missing[door] = said
+    for door, said in said_404.items():
+        bad += [(door, f"404 saying {other!r}, not {missing[door]!r}") for other in said - {missing[door]}]
 
 
 def test_reads_racing_a_delete_answer_2xx_or_404_at_every_door_and_nothing_old_leaks():
@@ -142,13 +162,14 @@ def test_reads_racing_a_delete_answer_2xx_or_404_at_every_door_and_nothing_old_l
     try:
         d.ok("POST", "/api/v1/namespaces", body={"name": NS})
         seen: Counter = Counter()
+        said_404: dict = defaultdict(set)
         bad: list = []
         old = None
         for i in range(ROUNDS):
             old = Model(d, git, root / f"work{i}", tag="v1", files={
                 "README.md": CARD.encode(), "weights.bin": b"old weights %d " % i * 5000,
                 "config.json": b'{"round": %d}' % i, "src/model.py": b"print('old')\n"})
-            race_round(d, old.reads(), seen, bad)
+            race_round(d, old.reads(), seen, bad, said_404)
         tracebacks = [line for line in log_lines(d) if line.get("level") in ("error", "critical")
                       and line.get("event") not in ("git_rpc_stderr",)]
         print(json.dumps(sorted((door, str(s), n) for (door, s), n in seen.items())))

@@ -131,6 +131,13 @@ class Models:
         action token, a push session)."""
         return await self._find(namespace, name, ANONYMOUS)
 
+    async def exists(self, model: Model) -> bool:
+        """Whether this model (not a later one under its name or id) is still there: how a miss in
+        what a delete removes with it (LFS links, files) is told from a real miss."""
+        async with self.catalog.read() as conn:
+            return (await conn.execute(sa.select(models.c.id).where(
+                models.c.id == model.id, models.c.created_at == model.created_at))).first() is not None
+
     async def for_read(self, identity: Identity, namespace: str, name: str) -> Model:
         model = await self._find(namespace, name, identity)
         check_read(identity, model.visibility if model else None, model.role if model else None)

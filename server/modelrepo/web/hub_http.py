@@ -108,8 +108,10 @@ async def resolve(request: web.Request) -> web.StreamResponse:
     if entry.lfs_oid:
         lfs = request.app[LFS]
         try:
-            size = await lfs.readable_size(r.model.id, entry.lfs_oid)
-        except NotFound:
+            size = await lfs.readable_size(r.model, entry.lfs_oid)
+        except NotFound as exc:
+            if exc.code == "model_not_found":
+                raise  # the model was deleted meanwhile: the missing model's 404, not the file's
             raise EntryNotFound(f"{entry.path}: its LFS object is not stored in this repository", r.commit) from None
         headers.update({"ETag": f'"{entry.lfs_oid}"', "X-Linked-Etag": f'"{entry.lfs_oid}"', "X-Linked-Size": str(size)})
         xet_hash = await request.app[XET].file_for(r.model.id, entry.lfs_oid)

@@ -118,7 +118,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     oid = check_oid(request.match_info["oid"])
     model, _ = await _transfer_model(request, "download", oid)
     lfs = request.app[LFS]
-    size = await lfs.readable_size(model.id, oid)
+    size = await lfs.readable_size(model, oid)
     headers = {"Cache-Control": "private, max-age=0", "Content-Type": "application/octet-stream"}
     with request.app[METRICS].active.labels("lfs").track_inprogress():
         return await send_stored_object(request, lfs.store, oid, size, headers)
