@@ -16,6 +16,7 @@ import shutil
 import signal
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -66,8 +67,9 @@ class Model:
             d.ok("POST", f"/api/v1/models/{REPO}/tags", body={"name": tag, "revision": "main", "message": "release"})
 
     def reads(self) -> list:
-        """(door, callable -> (status, what a 404 said)) for every read door; admin's token where
-        the door reads one (the UI reads only its session cookie: the model is public)."""
+        """(door, callable -> (status, what a 404 said)) for every read door, and two writes;
+        admin's token where the door reads one (the UI reads only its session cookie: the model is
+        public)."""
         d, head = self.d, self.head
         tok = d.tokens["admin"]
         oid, size = next(iter(self.lfs.values()))
@@ -110,6 +112,11 @@ class Model:
             ("git info/refs", get(f"/{REPO}.git/info/refs?service=git-upload-pack")),
             ("git upload-pack", upload_pack),
             ("lfs download", lfs_download),
+            # Writes that read the repository first (the revision to point at, the judge's facts).
+            ("rest create tag", lambda: answer(http("POST", f"{d.url}/api/v1/models/{REPO}/tags", token=tok, body={
+                "name": f"t-{uuid.uuid4().hex[:12]}", "revision": "main", "message": "racing"}))),
+            ("hub create branch", lambda: answer(http(
+                "POST", f"{d.url}/api/models/{REPO}/branch/b-{uuid.uuid4().hex[:12]}", token=tok, body={}))),
         ]
 
 

@@ -99,27 +99,39 @@ def _directory_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def stable_read(path: Path, read: Callable[..., T], *args: object) -> T:
-    """``read(path, *args)``, answered as the model's 404 when the repository was not there, or
-    was renamed away (a delete, by this or another process) or replaced (deleted and created
-    again) while it ran.
+class Held:
+    """A repository as a read (or a git process) found it, to tell afterwards whether a delete, by
+    this or another process, renamed it away or a delete and a create replaced it meanwhile.
 
-    A read racing a delete fails in whatever way libgit2 meets the vanished files ("repository not
-    found", a missing object read as "no such revision"): only the directory's identity before and
-    after tells that apart from a real failure, and the answer is then the one the request would
-    have had a moment later, byte for byte the missing model's. Checked after a success too: a read
-    that spanned a delete and a create may have mixed two models' objects."""
-    before = _directory_id(path)
-    if before is None:
-        raise model_not_found()
+    A read racing a delete fails in whatever way libgit2 or git meets the vanished files
+    ("repository not found", a missing object read as "no such revision", git exiting 128): only
+    the directory's identity before and after tells that apart from a real failure. Either way the
+    answer is then the one the request would have had a moment later, byte for byte the missing
+    model's 404. Synchronous (a stat): async callers run it in a thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.before = _directory_id(path)
+        if self.before is None:
+            raise model_not_found()
+
+    def check(self) -> None:
+        """Raise the missing model's 404 if the repository is no longer the one first found."""
+        if _directory_id(self.path) != self.before:
+            raise model_not_found()
+
+
+def stable_read(path: Path, read: Callable[..., T], *args: object) -> T:
+    """``read(path, *args)``, answered as the model's 404 when the repository was not there, or was
+    renamed away or replaced while it ran (``Held``). Checked after a success too: a read that
+    spanned a delete and a create may have mixed two models' objects."""
+    held = Held(path)
     try:
         result = read(path, *args)
     except Exception:
-        if _directory_id(path) != before:
-            raise model_not_found() from None
+        held.check()
         raise
-    if _directory_id(path) != before:
-        raise model_not_found()
+    held.check()
     return result
 
 

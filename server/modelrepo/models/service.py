@@ -303,7 +303,9 @@ class Models:
     async def read(self, model: Model, read: Callable[..., T], *args: object) -> T:
         """``read(path, *args)`` on the model's repository, in a thread. Another process may delete
         the model between the access check and the read: a repository gone (or replaced) under the
-        read is the model's 404, never a 500 (``repos.stable_read``)."""
+        read is the model's 404, never a 500 (``repos.stable_read``). Ref writes go through it too:
+        they read the repository first, and one that lands in a repository on its way to the
+        trash is answered as the delete that won."""
         return await asyncio.to_thread(repos.stable_read, self.path(model), read, *args)
 
     async def refs(self, identity: Identity, namespace: str, name: str) -> dict:
