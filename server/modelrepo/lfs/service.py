@@ -101,7 +101,7 @@ class Lfs:
         wanted = [o["oid"] for o in objects if isinstance(o, dict) and isinstance(o.get("oid"), str)
                   and OID_RE.match(o["oid"])]
         linked = await self.linked_sizes(model.id, wanted)
-        if operation == "download" and len(linked) < len(set(wanted)) and not await self.models.exists(model):
+        if operation == "download" and len(linked) < len(set(wanted)) and not await self.models.exists(model.key):
             raise model_not_found()  # deleted since for_read: not "object not found", object by object
         if operation == "upload":
             await self.check_quota(model, objects, wanted)
@@ -287,7 +287,7 @@ class Lfs:
         check_oid(oid)
         size = await self.linked_size(model.id, oid)
         if size is None:
-            if not await self.models.exists(model):
+            if not await self.models.exists(model.key):
                 raise model_not_found()  # deleted since the caller found it: its links went with it
             raise NotFound("object not found in this repository")
         return size

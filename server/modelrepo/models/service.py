@@ -131,12 +131,16 @@ class Models:
         action token, a push session)."""
         return await self._find(namespace, name, ANONYMOUS)
 
-    async def exists(self, model: Model) -> bool:
-        """Whether this model (not a later one under its name or id) is still there: how a miss in
-        what a delete removes with it (LFS links, files) is told from a real miss."""
+    async def exists(self, key: str) -> bool:
+        """Whether the model of this ``Model.key`` (not a later one under its name or id) is still
+        there: how a miss in what a delete removes with it (LFS links) is told from a real miss,
+        and a signed token's model from a deleted one."""
+        model_id, _, _ = key.partition(".")
+        if not model_id.isdigit():
+            return False
         async with self.catalog.read() as conn:
-            return (await conn.execute(sa.select(models.c.id).where(
-                models.c.id == model.id, models.c.created_at == model.created_at))).first() is not None
+            row = (await conn.execute(_SELECT.where(models.c.id == int(model_id)))).first()
+        return row is not None and _model(row).key == key
 
     async def for_read(self, identity: Identity, namespace: str, name: str) -> Model:
         model = await self._find(namespace, name, identity)
@@ -253,8 +257,7 @@ class Models:
         async with self.catalog.tx() as conn:
             if default_branch is not None:
                 values["default_branch"] = check_ref_name(default_branch, "branch")
-                path = self.store.path(model.namespace, model.name)
-                await asyncio.to_thread(repos.set_default_branch, path, default_branch)
+                await self.read(model, repos.set_default_branch, default_branch)
             await conn.execute(models.update().where(models.c.id == model.id).values(**values))
         return await self.for_read(identity, namespace, name)
 

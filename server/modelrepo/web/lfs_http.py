@@ -84,9 +84,12 @@ async def _transfer_model(request: web.Request, operation: str, oid: str) -> tup
         return await check(identity_of(request), ns, name), None
     model = await models.find(ns, name)
     if model is None or claim.model_key != model.key:
-        # The token's model was deleted (perhaps recreated under its name) after the batch that
-        # signed it: the answer any request gets for it now.
-        raise model_not_found()
+        if not await models.exists(claim.model_key):
+            # The token's own model was deleted after the batch that signed it: the answer any
+            # request for it gets now. Decided by the token's model alone, never by what this URL
+            # names, so a token for one model tells nothing about another.
+            raise model_not_found()
+        raise Unauthenticated("this action token is not valid for this object")
     if claim.operation != operation or claim.oid != oid:
         raise Unauthenticated("this action token is not valid for this object")
     return model, claim
