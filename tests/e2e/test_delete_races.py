@@ -176,6 +176,11 @@ def test_reads_racing_a_delete_answer_2xx_or_404_at_every_door_and_nothing_old_l
             old = Model(d, git, root / f"work{i}", tag="v1", files={
                 "README.md": CARD.encode(), "weights.bin": b"old weights %d " % i * 5000,
                 "config.json": b'{"round": %d}' % i, "src/model.py": b"print('old')\n"})
+            oid, size = next(iter(old.lfs.values()))
+            batch = http("POST", f"{d.url}/{REPO}.git/info/lfs/objects/batch", token=d.tokens["admin"],
+                         raw=json.dumps({"operation": "download", "objects": [{"oid": oid, "size": size}]}).encode(),
+                         headers={"Content-Type": "application/vnd.git-lfs+json"})
+            old_action = batch.json()["objects"][0]["actions"]["download"]  # signed for the old model
             race_round(d, old.reads(), seen, bad, said_404)
         tracebacks = [line for line in log_lines(d) if line.get("level") in ("error", "critical")
                       and line.get("event") not in ("git_rpc_stderr",)]
@@ -210,6 +215,10 @@ def test_reads_racing_a_delete_answer_2xx_or_404_at_every_door_and_nothing_old_l
                  raw=json.dumps({"operation": "download", "objects": [{"oid": oid, "size": size}]}).encode(),
                  headers={"Content-Type": "application/vnd.git-lfs+json"})
         assert r.status == 200 and r.json()["objects"][0]["error"]["code"] == 404, r.body
+        # A download token signed for the old model, used after the new one took its name: the old
+        # model is gone, so it is that model's 404, not its bytes and not the new model's.
+        r = http("GET", old_action["href"], headers=old_action.get("header", {}))
+        assert r.status == 404 and b"model not found" in r.body, (r.status, r.body[:200])
         assert "# Racy" not in http("GET", f"{d.url}/{REPO}").body.decode()  # no cached card of the old model
         clone = root / "clone"
         git.run("clone", "-q", d.git_url(f"{REPO}.git", "admin"), str(clone))

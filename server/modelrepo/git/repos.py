@@ -135,11 +135,6 @@ def stable_read(path: Path, read: Callable[..., T], *args: object) -> T:
     return result
 
 
-def vanished(path: Path) -> bool:
-    """Whether the repository is gone: how a git process's failure is told from a delete's."""
-    return _directory_id(path) is None
-
-
 def configure(path: Path) -> None:
     """Set our git config and (re)install the hooks; idempotent, cheap when nothing changed."""
     repo = pygit2.Repository(str(path))
