@@ -29,3 +29,14 @@ def test_unit_is_hardened():
                       "PrivateTmp=yes", "ProtectHome=yes", "User=modelrepo",
                       "ExecStart=/opt/modelrepo/bin/modelrepo serve --config /etc/modelrepo/config.yaml"):
         assert directive in text, directive
+
+
+def test_run_dir_is_a_runtime_directory_the_docs_name():
+    """The hook sockets' directory: a tmpfs systemd creates for the service user and removes at
+    stop, named the same in the unit, the example config's comment and the README's install steps."""
+    text = UNIT.read_text()
+    assert "RuntimeDirectory=modelrepo" in text and "RuntimeDirectoryMode=0700" in text
+    assert "server.run_dir: /run/modelrepo" in text
+    root = UNIT.parents[1]
+    assert "/run/modelrepo" in (root / "config" / "modelrepo.example.yaml").read_text()
+    assert "run_dir: /run/modelrepo" in (root / "README.md").read_text()

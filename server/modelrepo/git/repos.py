@@ -10,15 +10,18 @@ import stat
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from importlib import resources
 from pathlib import Path
 
 import pygit2
 
-from modelrepo.errors import Conflict, InvalidInput, NotFound
+from modelrepo.errors import Conflict, InvalidInput, NotFound, model_not_found
 from modelrepo.names import check_name, check_ref_name
 
+T = TypeVar("T")
 HOOK_NAMES = ("pre-receive", "post-receive")
 # Applied to each repository's config at creation and on start-up.
 REPO_CONFIG = {
@@ -86,6 +89,50 @@ class RepoStore:
         if not self.root.exists():
             return []
         return [p for p in self.root.glob("*/*.git") if p.is_dir() and not p.name.startswith(".")]
+
+
+def _directory_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+class Held:
+    """A repository as a read (or a git process) found it, to tell afterwards whether a delete, by
+    this or another process, renamed it away or a delete and a create replaced it meanwhile.
+
+    A read racing a delete fails in whatever way libgit2 or git meets the vanished files
+    ("repository not found", a missing object read as "no such revision", git exiting 128): only
+    the directory's identity before and after tells that apart from a real failure. Either way the
+    answer is then the one the request would have had a moment later, byte for byte the missing
+    model's 404. Synchronous (a stat): async callers run it in a thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.before = _directory_id(path)
+        if self.before is None:
+            raise model_not_found()
+
+    def check(self) -> None:
+        """Raise the missing model's 404 if the repository is no longer the one first found."""
+        if _directory_id(self.path) != self.before:
+            raise model_not_found()
+
+
+def stable_read(path: Path, read: Callable[..., T], *args: object) -> T:
+    """``read(path, *args)``, answered as the model's 404 when the repository was not there, or was
+    renamed away or replaced while it ran (``Held``). Checked after a success too: a read that
+    spanned a delete and a create may have mixed two models' objects."""
+    held = Held(path)
+    try:
+        result = read(path, *args)
+    except Exception:
+        held.check()
+        raise
+    held.check()
+    return result
 
 
 def configure(path: Path) -> None:

@@ -5,7 +5,6 @@ Access is exactly git's: the same Models.for_read/for_write checks, so a private
 missing here too. Everything is read from the repository at the requested revision.
 """
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -47,7 +46,7 @@ class Hub:
     # -- reads -------------------------------------------------------------------------------------
     async def resolve(self, identity: Identity, ns: str, name: str, rev: str) -> Resolved:
         model = await self.models.for_read(identity, ns, name)
-        commit = await asyncio.to_thread(hub_repo.resolve, self.models.path(model), rev)
+        commit = await self.models.read(model, hub_repo.resolve, rev)
         if commit is None:
             raise revision_not_found(rev)
         return Resolved(model, str(commit.id))
@@ -80,16 +79,15 @@ class Hub:
     async def model_info(self, identity: Identity, ns: str, name: str, rev: str | None,
                          security: bool = False) -> dict:
         model = await self.models.for_read(identity, ns, name)
-        path = self.models.path(model)
-        commit = await asyncio.to_thread(hub_repo.resolve, path, rev or model.default_branch)
+        commit = await self.models.read(model, hub_repo.resolve, rev or model.default_branch)
         if commit is None:
             if rev is None:  # an empty repository: the Hub answers with sha null
                 return self._info(model, None, None, [], None)
             raise revision_not_found(rev)
         commit_id = str(commit.id)
-        files = await asyncio.to_thread(hub_repo.all_files, path, commit_id)
+        files = await self.models.read(model, hub_repo.all_files, commit_id)
         readme = next((f for f in files if f.path == "README.md"), None)
-        card = (await asyncio.to_thread(lambda: parse_card(hub_repo.read_blob(path, readme.oid)))
+        card = (await self.models.read(model, lambda path: parse_card(hub_repo.read_blob(path, readme.oid)))
                 if readme else ModelCard())
         info = self._info(model, commit_id, card, files, commit.commit_time)
         if self.inspections is not None:  # inspect (issue 13): safetensors, gguf, securityRepoStatus
@@ -101,7 +99,7 @@ class Hub:
                    recursive: bool) -> tuple[Resolved, list[hub_repo.Entry]]:
         r = await self.resolve(identity, ns, name, rev)
         subpath = subpath.strip("/")
-        entries = await asyncio.to_thread(hub_repo.list_tree, self.models.path(r.model), r.commit, subpath, recursive)
+        entries = await self.models.read(r.model, hub_repo.list_tree, r.commit, subpath, recursive)
         if entries is None:
             raise EntryNotFound(f"{subpath} does not exist on {rev}", r.commit)
         return r, entries
@@ -111,7 +109,7 @@ class Hub:
         parts = path.split("/")
         entry = None
         if path and not path.startswith("/") and ".." not in parts and "" not in parts:
-            entry = await asyncio.to_thread(hub_repo.file_entry, self.models.path(r.model), r.commit, path)
+            entry = await self.models.read(r.model, hub_repo.file_entry, r.commit, path)
         if entry is None:
             raise EntryNotFound(f"Entry not found: {path} does not exist at {r.commit}", r.commit)
         return r, entry

@@ -26,6 +26,7 @@ from modelrepo.errors import (
     StorageUnavailable,
     TooLarge,
     Unprocessable,
+    model_not_found,
 )
 from modelrepo.settings import LfsSettings
 from modelrepo.storage.base import Presigned, Presigner
@@ -100,6 +101,8 @@ class Lfs:
         wanted = [o["oid"] for o in objects if isinstance(o, dict) and isinstance(o.get("oid"), str)
                   and OID_RE.match(o["oid"])]
         linked = await self.linked_sizes(model.id, wanted)
+        if operation == "download" and len(linked) < len(set(wanted)) and not await self.models.exists(model.key):
+            raise model_not_found()  # deleted since for_read: not "object not found", object by object
         if operation == "upload":
             await self.check_quota(model, objects, wanted)
         out = []
@@ -280,10 +283,12 @@ class Lfs:
         if stored != size:
             raise IntegrityError(f"size {size} does not match the stored object ({stored})")
 
-    async def readable_size(self, model_id: int, oid: str) -> int:
+    async def readable_size(self, model: Model, oid: str) -> int:
         check_oid(oid)
-        size = await self.linked_size(model_id, oid)
+        size = await self.linked_size(model.id, oid)
         if size is None:
+            if not await self.models.exists(model.key):
+                raise model_not_found()  # deleted since the caller found it: its links went with it
             raise NotFound("object not found in this repository")
         return size
 

@@ -5,13 +5,11 @@ rules) and the model cannot be deleted (Models.delete)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pygit2
 import sqlalchemy as sa
 
 from modelrepo.catalog.db import Catalog
@@ -84,13 +82,8 @@ class Deployments:
             raise InvalidInput("target must be a string")
         if not isinstance(params, dict):
             raise InvalidInput("params must be an object")
-        try:
-            at = await asyncio.to_thread(read_at, self.models.path(model), f"refs/tags/{revision}",
-                                         self.card_schema)
-        except pygit2.GitError:
-            if await self.models.find(model.namespace, model.name) is None:
-                raise model_not_found() from None  # deleted (by another process) since we looked it up
-            raise
+        # Deleted (by another process) since we looked it up: the missing model's 404.
+        at = await self.models.read(model, read_at, f"refs/tags/{revision}", self.card_schema)
         if at is None:
             raise Unprocessable(f"revision {revision!r} is not a tag of {model.full_name}: deployments are made "
                                 f"from release tags (git tag -a {revision} && git push origin {revision})",

@@ -12,6 +12,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +33,8 @@ from modelrepo.accounts.access import (
 )
 from modelrepo.accounts.service import Accounts
 from modelrepo.models.webhooks import enqueue, envelope
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,17 @@ class Models:
         """A model by name with no access check: only for callers holding another proof (a signed
         action token, a push session)."""
         return await self._find(namespace, name, ANONYMOUS)
+
+    async def exists(self, key: str) -> bool:
+        """Whether the model of this ``Model.key`` (not a later one under its name or id) is still
+        there: how a miss in what a delete removes with it (LFS links) is told from a real miss,
+        and a signed token's model from a deleted one."""
+        model_id, _, _ = key.partition(".")
+        if not model_id.isdigit():
+            return False
+        async with self.catalog.read() as conn:
+            row = (await conn.execute(_SELECT.where(models.c.id == int(model_id)))).first()
+        return row is not None and _model(row).key == key
 
     async def for_read(self, identity: Identity, namespace: str, name: str) -> Model:
         model = await self._find(namespace, name, identity)
@@ -243,8 +257,7 @@ class Models:
         async with self.catalog.tx() as conn:
             if default_branch is not None:
                 values["default_branch"] = check_ref_name(default_branch, "branch")
-                path = self.store.path(model.namespace, model.name)
-                await asyncio.to_thread(repos.set_default_branch, path, default_branch)
+                await self.read(model, repos.set_default_branch, default_branch)
             await conn.execute(models.update().where(models.c.id == model.id).values(**values))
         return await self.for_read(identity, namespace, name)
 
@@ -290,9 +303,17 @@ class Models:
     def path(self, model: Model):
         return self.store.path(model.namespace, model.name)
 
+    async def read(self, model: Model, read: Callable[..., T], *args: object) -> T:
+        """``read(path, *args)`` on the model's repository, in a thread. Another process may delete
+        the model between the access check and the read: a repository gone (or replaced) under the
+        read is the model's 404, never a 500 (``repos.stable_read``). Ref writes go through it too:
+        they read the repository first, and one that lands in a repository on its way to the
+        trash is answered as the delete that won."""
+        return await asyncio.to_thread(repos.stable_read, self.path(model), read, *args)
+
     async def refs(self, identity: Identity, namespace: str, name: str) -> dict:
         model = await self.for_read(identity, namespace, name)
-        return await asyncio.to_thread(repos.list_refs, self.path(model))
+        return await self.read(model, repos.list_refs)
 
     async def files(self, model: Model) -> list[dict]:
         """The default branch's files as post-receive recorded them (LFS sizes, not pointer sizes)."""

@@ -25,18 +25,23 @@ class RefChanges:
 
     async def _judge(self, identity: Identity, model: Model, update: RefUpdate,
                      default_branch: str | None = None) -> None:
-        verdict = await self.judge.check(self.models.path(model), model, identity, [update],
-                                         default_branch=default_branch)
+        path = self.models.path(model)
+        held = await asyncio.to_thread(repos.Held, path)
+        try:
+            verdict = await self.judge.check(path, model, identity, [update], default_branch=default_branch)
+        except Exception:
+            await asyncio.to_thread(held.check)  # git failed because the model was deleted meanwhile: 404
+            raise
         if not verdict.ok:
             raise PushRefused(verdict.problems)
 
     async def _commit_of(self, model: Model, revision: str) -> str:
         """The commit a revision names, with the ref operations' own checks (a commit some branch or
         tag reaches; 400/404 otherwise), so what is judged is exactly what will be pointed at."""
-        def resolve() -> str:
+        def resolve(path) -> str:
             # _resolve_commit is the one resolver the ref operations use; not re-implemented here.
-            return str(repos._resolve_commit(pygit2.Repository(str(self.models.path(model))), revision).id)
-        return await asyncio.to_thread(resolve)
+            return str(repos._resolve_commit(pygit2.Repository(str(path)), revision).id)
+        return await self.models.read(model, resolve)
 
     async def create_tag(self, identity: Identity, namespace: str, name: str, tag: str, revision: str,
                          message: str, clone_url: str) -> dict:
@@ -46,7 +51,7 @@ class RefChanges:
         await self._judge(identity, model, RefUpdate(ZERO, commit, f"refs/tags/{tag}"))
         revision = commit  # tag exactly what was judged, even if the branch moves meanwhile
         tagger = pygit2.Signature(identity.name or "modelrepo", f"{identity.name}@modelrepo.invalid")
-        created = await asyncio.to_thread(repos.create_tag, self.models.path(model), tag, revision, message, tagger)
+        created = await self.models.read(model, repos.create_tag, tag, revision, message, tagger)
         await self.effects.apply(model, [RefUpdate(ZERO, created["object"], f"refs/tags/{tag}")],
                                  pusher=identity.name, clone_url=clone_url)
         return created
@@ -54,10 +59,10 @@ class RefChanges:
     async def delete_tag(self, identity: Identity, namespace: str, name: str, tag: str, clone_url: str) -> None:
         model = await self.models.for_write(identity, namespace, name)
         check_ref_name(tag, "tag")
-        old = await asyncio.to_thread(repos.ref_target, self.models.path(model), f"refs/tags/{tag}", "tag")
+        old = await self.models.read(model, repos.ref_target, f"refs/tags/{tag}", "tag")
         update = RefUpdate(old, ZERO, f"refs/tags/{tag}")
         await self._judge(identity, model, update)
-        await asyncio.to_thread(repos.delete_ref, self.models.path(model), update.ref, "tag")
+        await self.models.read(model, repos.delete_ref, update.ref, "tag")
         await self.effects.apply(model, [update], pusher=identity.name, clone_url=clone_url)
 
     async def create_branch(self, identity: Identity, namespace: str, name: str, branch: str, revision: str,
@@ -67,7 +72,7 @@ class RefChanges:
         commit = await self._commit_of(model, revision)
         await self._judge(identity, model, RefUpdate(ZERO, commit, f"refs/heads/{branch}"))
         revision = commit
-        created = await asyncio.to_thread(repos.create_branch, self.models.path(model), branch, revision)
+        created = await self.models.read(model, repos.create_branch, branch, revision)
         await self.effects.apply(model, [RefUpdate(ZERO, created["commit"], f"refs/heads/{branch}")],
                                  pusher=identity.name, clone_url=clone_url)
         return created
@@ -90,8 +95,8 @@ class RefChanges:
     async def delete_branch(self, identity: Identity, namespace: str, name: str, branch: str, clone_url: str) -> None:
         model = await self.models.for_write(identity, namespace, name)
         check_ref_name(branch, "branch")
-        old = await asyncio.to_thread(repos.ref_target, self.models.path(model), f"refs/heads/{branch}", "branch")
+        old = await self.models.read(model, repos.ref_target, f"refs/heads/{branch}", "branch")
         update = RefUpdate(old, ZERO, f"refs/heads/{branch}")
         await self._judge(identity, model, update)
-        await asyncio.to_thread(repos.delete_ref, self.models.path(model), update.ref, "branch")
+        await self.models.read(model, repos.delete_ref, update.ref, "branch")
         await self.effects.apply(model, [update], pusher=identity.name, clone_url=clone_url)

@@ -89,9 +89,7 @@ async def _readme_html(request: web.Request, model: Model) -> str | None:
     html = cache.get(key)
     if html is not None:
         return html
-    path = request.app[MODELS].path(model)
-
-    def load() -> str | None:
+    def load(path) -> str | None:
         entry = reads.file_entry(path, commit, "README.md")
         if entry is None or entry.lfs_oid:
             return None
@@ -99,7 +97,7 @@ async def _readme_html(request: web.Request, model: Model) -> str | None:
         base = f"/{model.full_name}"
         return render_markdown(text, files_base=f"{base}/blob/{commit}", raw_base=f"{base}/resolve/{commit}")
 
-    html = await asyncio.to_thread(load)
+    html = await request.app[MODELS].read(model, load)
     if html is not None:
         cache.put(key, html)
     return html
@@ -137,8 +135,8 @@ async def tree(request: web.Request) -> web.Response:
     resolved = await request.app[HUB].resolve(me, request.match_info["ns"], request.match_info["name"], rev)
     model = resolved.model
     number = _page_number(request)
-    result = await asyncio.to_thread(reads.tree_page, request.app[MODELS].path(model), resolved.commit, path,
-                                     (number - 1) * ENTRIES_PER_PAGE, ENTRIES_PER_PAGE)
+    result = await request.app[MODELS].read(model, reads.tree_page, resolved.commit, path,
+                                            (number - 1) * ENTRIES_PER_PAGE, ENTRIES_PER_PAGE)
     if result is None:
         raise EntryNotFound(f"{path} is not a folder at {rev}", resolved.commit)
     entries, total = result
@@ -158,7 +156,7 @@ async def blob(request: web.Request) -> web.Response:
     model = resolved.model
     text = highlighted = None
     if not entry.lfs_oid and entry.size <= TEXT_MAX:
-        data = await asyncio.to_thread(reads.read_blob, request.app[MODELS].path(model), entry.oid)
+        data = await request.app[MODELS].read(model, reads.read_blob, entry.oid)
         if b"\0" not in data[:8000]:
             try:
                 text = data.decode("utf-8")
@@ -177,8 +175,8 @@ async def commits(request: web.Request) -> web.Response:
     rev = request.match_info["rev"]
     resolved = await request.app[HUB].resolve(viewer(request), request.match_info["ns"], request.match_info["name"], rev)
     number = _page_number(request)
-    found, more = await asyncio.to_thread(reads.history, request.app[MODELS].path(resolved.model), resolved.commit,
-                                          (number - 1) * COMMITS_PER_PAGE, COMMITS_PER_PAGE)
+    found, more = await request.app[MODELS].read(resolved.model, reads.history, resolved.commit,
+                                                 (number - 1) * COMMITS_PER_PAGE, COMMITS_PER_PAGE)
     return render(request, "commits.html", {
         **repo_context(request, resolved.model, "commits"), "rev": rev, "commits": found, "page": number,
         "more": more, "query": {}})
@@ -190,7 +188,7 @@ async def commit(request: web.Request) -> web.Response:
     sha = request.match_info["sha"].lower()
     found = None
     if reads.SHA_RE.match(sha):
-        found = await asyncio.to_thread(reads.commit_changes, request.app[MODELS].path(model), sha)
+        found = await request.app[MODELS].read(model, reads.commit_changes, sha)
     if found is None:
         raise NotFound(f"commit {sha} not found in {model.full_name}", code="revision_not_found")
     info, changes, total = found

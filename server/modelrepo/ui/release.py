@@ -2,7 +2,6 @@
 members. Each form posts to the service the REST API calls, so refusals (immutable tags, the card
 gate, deployment pins, the delete check) are the same ones, shown in words on the page."""
 
-import asyncio
 
 from aiohttp import web
 
@@ -31,10 +30,9 @@ async def _tags_page(request: web.Request, model: Model, *, error: str | None = 
     models, deployments = request.app[MODELS], request.app[DEPLOYMENTS]
     refs = await models.refs(me, model.namespace, model.name)
     pinned = await deployments.live_refs(model.id)
-    path = models.path(model)
     schema = request.app[SETTINGS].push.model_card_schema
 
-    def states() -> dict[str, list[str]]:
+    def states(path) -> dict[str, list[str]]:
         # The card gate of each release: what a deployment of it would be refused for.
         out = {}
         for tag in refs["tags"]:
@@ -42,7 +40,7 @@ async def _tags_page(request: web.Request, model: Model, *, error: str | None = 
             out[tag["name"]] = deployments.gate(card, tag["name"]) if card is not None else ["unreadable"]
         return out
 
-    gate = await asyncio.to_thread(states)
+    gate = await models.read(model, states)
     tags = sorted(refs["tags"], key=lambda t: (t.get("tagger") or {}).get("date") or "", reverse=True)
     return render(request, "tags.html", {
         **repo_context(request, model, "tags"), "tags": tags, "gate": gate,

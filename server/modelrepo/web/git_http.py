@@ -14,7 +14,7 @@ from aiohttp import web
 
 from modelrepo.errors import Forbidden, InvalidInput, ModelrepoError, TooLarge, UnsupportedMediaType
 from modelrepo.keys import GIT, HOOK_SOCKET, METRICS, MODELS, PUSHES, SETTINGS
-from modelrepo.git import runner as git_rpc
+from modelrepo.git import repos, runner as git_rpc
 from modelrepo.models.service import Model
 from modelrepo.push.sessions import PushSession
 from modelrepo.web.bodies import CHUNK, chunks
@@ -52,6 +52,7 @@ async def info_refs(request: web.Request) -> web.StreamResponse:
 
 async def _advertise(request: web.Request, runner: git_rpc.GitRunner, service: str, path,
                      git_protocol: str | None) -> web.StreamResponse:
+    held = await asyncio.to_thread(repos.Held, path)
     proc = await runner.spawn(service, path, advertise=True, git_protocol=git_protocol)
     try:
         assert proc.stdout is not None and proc.stderr is not None
@@ -60,6 +61,7 @@ async def _advertise(request: web.Request, runner: git_rpc.GitRunner, service: s
         if not first:
             await proc.wait()
             err = await stderr_task
+            await asyncio.to_thread(held.check)  # deleted (by any process) since the access check: 404
             log.error("advertise_failed", service=service, rc=proc.returncode, stderr=err.decode(errors="replace"))
             raise ModelrepoError("git failed to advertise refs")
         resp = web.StreamResponse(headers={**NO_CACHE, "Content-Type": f"application/x-{service}-advertisement",
@@ -121,14 +123,16 @@ async def _rpc(request: web.Request, service: str) -> web.StreamResponse:
         if not first:
             raise InvalidInput("malformed git request: the body is empty")
         with runner.slots.hold(client_address(request, request.app[SETTINGS].server)):
-            proc = await runner.spawn(service, request.app[MODELS].path(model), advertise=False,
+            path = request.app[MODELS].path(model)
+            held = await asyncio.to_thread(repos.Held, path)
+            proc = await runner.spawn(service, path, advertise=False,
                                       git_protocol=git_protocol, extra_env=extra_env)
             resp = web.StreamResponse(headers={**NO_CACHE, "Content-Type": f"application/x-{service}-result",
                                                "X-Request-Id": request[REQUEST_ID]})
             try:
                 with request.app[METRICS].active.labels("git").track_inprogress():
                     async with asyncio.timeout(settings.limits.git_rpc_timeout):
-                        await _pump(request, proc, resp, first, body)
+                        await _pump(request, proc, resp, first, body, held)
                 return resp
             finally:
                 await git_rpc.kill(proc)
@@ -151,7 +155,7 @@ async def _checked_body(request: web.Request, service: str, limit: int | None) -
 
 
 async def _pump(request: web.Request, proc: asyncio.subprocess.Process, resp: web.StreamResponse,
-                first: bytes, body: AsyncIterator[bytes]) -> None:
+                first: bytes, body: AsyncIterator[bytes], held: repos.Held) -> None:
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     stdin, stdout = proc.stdin, proc.stdout
 
@@ -192,6 +196,8 @@ async def _pump(request: web.Request, proc: asyncio.subprocess.Process, resp: we
         raise group.exceptions[0] from None
     rc = await proc.wait()
     err = (await stderr_task).decode(errors="replace").strip()
+    if rc != 0 and not resp.prepared:
+        await asyncio.to_thread(held.check)  # deleted (by any process) since the access check: 404
     if rc != 0 or err:
         log.warning("git_rpc_stderr", rc=rc, stderr=err[-4000:]) if rc else log.debug("git_rpc_stderr", stderr=err)
     if not resp.prepared:

@@ -108,8 +108,10 @@ async def resolve(request: web.Request) -> web.StreamResponse:
     if entry.lfs_oid:
         lfs = request.app[LFS]
         try:
-            size = await lfs.readable_size(r.model.id, entry.lfs_oid)
-        except NotFound:
+            size = await lfs.readable_size(r.model, entry.lfs_oid)
+        except NotFound as exc:
+            if exc.code == "model_not_found":
+                raise  # the model was deleted meanwhile: the missing model's 404, not the file's
             raise EntryNotFound(f"{entry.path}: its LFS object is not stored in this repository", r.commit) from None
         headers.update({"ETag": f'"{entry.lfs_oid}"', "X-Linked-Etag": f'"{entry.lfs_oid}"', "X-Linked-Size": str(size)})
         xet_hash = await request.app[XET].file_for(r.model.id, entry.lfs_oid)
@@ -122,8 +124,7 @@ async def resolve(request: web.Request) -> web.StreamResponse:
             presigned = await lfs.presigned_download(entry.lfs_oid)
             raise web.HTTPFound(presigned.href, headers=headers)
         return await send_stored_object(request, lfs.store, entry.lfs_oid, size, headers)
-    models = request.app[MODELS]
-    data = await asyncio.to_thread(hub_repo.read_blob, models.path(r.model), entry.oid)
+    data = await request.app[MODELS].read(r.model, hub_repo.read_blob, entry.oid)
     headers.update({"ETag": f'"{entry.oid}"', "X-Linked-Etag": f'"{entry.oid}"', "X-Linked-Size": str(len(data))})
     start, end = parse_range(request.headers.get("Range"), len(data))
     if request.headers.get("Range") and (start, end) != (0, len(data)):

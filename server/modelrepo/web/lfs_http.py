@@ -9,7 +9,8 @@ import re
 
 from aiohttp import web
 
-from modelrepo.errors import InvalidInput, ModelrepoError, NotFound, TooLarge, Unauthenticated, UnsupportedMediaType
+from modelrepo.errors import (InvalidInput, ModelrepoError, NotFound, TooLarge, Unauthenticated, UnsupportedMediaType,
+                              model_not_found)
 from modelrepo.keys import LFS, LOCKS, METRICS, MODELS, SETTINGS
 from modelrepo.lfs.action_tokens import ActionClaim
 from modelrepo.lfs.service import Urls, check_oid
@@ -82,7 +83,14 @@ async def _transfer_model(request: web.Request, operation: str, oid: str) -> tup
         check = models.for_read if operation == "download" else models.for_write
         return await check(identity_of(request), ns, name), None
     model = await models.find(ns, name)
-    if model is None or claim.model_key != model.key or claim.operation != operation or claim.oid != oid:
+    if model is None or claim.model_key != model.key:
+        if not await models.exists(claim.model_key):
+            # The token's own model was deleted after the batch that signed it: the answer any
+            # request for it gets now. Decided by the token's model alone, never by what this URL
+            # names, so a token for one model tells nothing about another.
+            raise model_not_found()
+        raise Unauthenticated("this action token is not valid for this object")
+    if claim.operation != operation or claim.oid != oid:
         raise Unauthenticated("this action token is not valid for this object")
     return model, claim
 
@@ -113,7 +121,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     oid = check_oid(request.match_info["oid"])
     model, _ = await _transfer_model(request, "download", oid)
     lfs = request.app[LFS]
-    size = await lfs.readable_size(model.id, oid)
+    size = await lfs.readable_size(model, oid)
     headers = {"Cache-Control": "private, max-age=0", "Content-Type": "application/octet-stream"}
     with request.app[METRICS].active.labels("lfs").track_inprogress():
         return await send_stored_object(request, lfs.store, oid, size, headers)
