@@ -8,13 +8,16 @@ import select
 import stat
 import subprocess
 import time
+from pathlib import Path
 
-from ..helpers import MODELREPO, free_port, http, short_tmpdir, start_daemon
+from ..helpers import MODELREPO, catalog_env, free_port, http, short_tmpdir, start_daemon
 from .test_hooks_webhooks import CARD, Receiver
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
+    if "--data" in args:  # a running daemon's data directory: its catalog, wherever the run put it
+        base.update(catalog_env(Path(args[args.index("--data") + 1])))
     return subprocess.run([MODELREPO, *args], capture_output=True, text=True, env={**base, **(env or {})}, timeout=60)
 
 
