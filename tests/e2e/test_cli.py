@@ -195,8 +195,9 @@ def test_token_list_and_revoke(daemon):
     r = admin(d, "token", "revoke", "admin", rows["ci"][0])
     assert r.returncode == 1 and "token not found" in r.stderr
     assert d.ok("GET", "/api/v1/user", token="tess_ci")["name"] == "tess"
-    r = admin(d, "token", "revoke", "tess", str(2**63))  # past SQLite's INTEGER: a usage error, not a crash
-    assert r.returncode == 2 and "Invalid value for 'ID'" in r.stderr, r.stderr
+    for big in (2**31, 2**63):  # past PostgreSQL's INTEGER, past SQLite's: a usage error, not a crash
+        r = admin(d, "token", "revoke", "tess", str(big))
+        assert r.returncode == 2 and "Invalid value for 'ID'" in r.stderr, r.stderr
 
 
 def test_namespace_list_members_and_remove_member(daemon, git, tmp_path):
