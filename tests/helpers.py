@@ -152,20 +152,24 @@ _PG_FOR_ALL = None
 _PG_URLS: dict[Path, str] = {}
 
 
+_PG_LOCK = threading.Lock()  # daemons started together on one data directory get one database
+
+
 def _catalog_env(data: Path) -> dict:
     global _PG_FOR_ALL
     if os.environ.get("MODELREPO_TESTS_CATALOG") != "postgresql":
         return {}
-    if _PG_FOR_ALL is None:
-        import atexit
+    with _PG_LOCK:
+        if _PG_FOR_ALL is None:
+            import atexit
 
-        from .pgserver import start_pg_server
+            from .pgserver import start_pg_server
 
-        _PG_FOR_ALL = start_pg_server()
-        atexit.register(_PG_FOR_ALL.stop)
-    if data not in _PG_URLS:
-        _PG_URLS[data] = _PG_FOR_ALL.url()
-    return {"MODELREPO_CATALOG__URL": _PG_URLS[data]}
+            _PG_FOR_ALL = start_pg_server()
+            atexit.register(_PG_FOR_ALL.stop)
+        if data not in _PG_URLS:
+            _PG_URLS[data] = _PG_FOR_ALL.url()
+        return {"MODELREPO_CATALOG__URL": _PG_URLS[data]}
 
 
 def _catalog_configured(args: list[str], env: dict) -> bool:
@@ -260,3 +264,55 @@ class Git:
 
 def rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def catalog_sql(data: Path, sql: str, **params) -> list[tuple]:
+    """Run ``sql`` (named ``:params``) on the catalog of the daemon on ``data``, committed, whichever
+    engine this run put it on (the SQLite file, or its database when MODELREPO_TESTS_CATALOG=postgresql);
+    the rows as tuples, [] for a statement that returns none. For tests that look behind the API."""
+    import asyncio
+
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    statement = sa.text(sql)
+    url = _PG_URLS.get(data)
+    if url is None:
+        engine = sa.create_engine(f"sqlite:///{data / 'catalog.db'}", poolclass=sa.pool.NullPool)
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(statement, params)
+                return [tuple(r) for r in result] if result.returns_rows else []
+        finally:
+            engine.dispose()
+
+    async def on_postgresql() -> list[tuple]:
+        engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1),
+                                     poolclass=sa.pool.NullPool)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(statement, params)
+                return [tuple(r) for r in result] if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(on_postgresql())
+
+
+def catalog_env(data: Path) -> dict:
+    """The environment naming the catalog this run gives ``data`` (for the admin CLI run beside a
+    daemon, or before one starts on it): its PostgreSQL database when MODELREPO_TESTS_CATALOG=postgresql
+    (the daemon's, or a fresh one), else none (the SQLite file in ``data``)."""
+    return _catalog_env(data)
+
+
+def run_catalog_url(data: Path) -> str | None:
+    """The catalog URL this test run gives a new in-process app on ``data``: a fresh PostgreSQL
+    database when MODELREPO_TESTS_CATALOG=postgresql, else None (the SQLite default)."""
+    return catalog_env(data).get("MODELREPO_CATALOG__URL")
+
+
+def operator_env(data: Path) -> dict:
+    """The environment an operator runs the admin CLI with beside the daemon on ``data``: no test
+    switches (MODELREPO_*), the daemon's catalog."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}, **catalog_env(data)}

@@ -121,6 +121,14 @@ class ServiceBusy(RetryLater):
     code = "busy"
 
 
+class CatalogBusy(RetryLater):
+    """A catalog lock stayed held past ``catalog.lock_timeout`` (another transaction is stuck or
+    slow): the transaction was rolled back, nothing changed, and trying again shortly is safe."""
+
+    status = 503
+    code = "catalog_busy"
+
+
 class InsufficientStorage(ModelrepoError):
     """A namespace quota would be exceeded (git-lfs batch.md names 507 for this)."""
 

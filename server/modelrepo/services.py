@@ -79,7 +79,8 @@ def build_services(settings: Settings) -> Services:
     command's events wait in the outbox for the daemon's worker."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog.open(settings.catalog_url, pool_size=settings.catalog.pool_size,
-                           max_overflow=settings.catalog.max_overflow)
+                           max_overflow=settings.catalog.max_overflow, lock_timeout=settings.catalog.lock_timeout,
+                           idle_timeout=settings.catalog.idle_in_transaction_timeout)
     signing_key = load_or_create_key(catalog, legacy=settings.secret_key_path)
     metrics = Metrics()
     accounts = Accounts(catalog)

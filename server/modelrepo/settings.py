@@ -228,6 +228,12 @@ class CatalogSettings:
     # PostgreSQL only: connections each process keeps open, and how many more it may open at a peak.
     pool_size: int = 5
     max_overflow: int = 10
+    # The longest a catalog statement waits for a lock another transaction holds (SQLite's busy
+    # timeout; PostgreSQL's lock_timeout) before the request gets 503 + Retry-After, unchanged.
+    lock_timeout: Duration = Duration(10.0)
+    # PostgreSQL only: the server ends a session of ours idle inside a transaction this long (a
+    # hung process), releasing its locks. Above the longest pause inside one (gc's 30 s store delete).
+    idle_in_transaction_timeout: Duration = Duration(60.0)
 
 
 @dataclass(frozen=True)
@@ -484,6 +490,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("limits.header_timeout and limits.body_idle_timeout: must be more than 0")
     if s.catalog.pool_size < 1 or s.catalog.max_overflow < 0:
         raise ConfigError("catalog.pool_size: must be at least 1 (and catalog.max_overflow at least 0)")
+    if s.catalog.lock_timeout <= 0 or s.catalog.idle_in_transaction_timeout <= 0:
+        raise ConfigError("catalog.lock_timeout and catalog.idle_in_transaction_timeout: must be more than 0")
     if s.lfs.max_batch_objects < 1:
         raise ConfigError("lfs.max_batch_objects: must be at least 1")
     if s.lfs.s3.endpoint_url and not re.match(r"^https?://[^/\s]+/?$", s.lfs.s3.endpoint_url):

@@ -7,7 +7,7 @@ from modelrepo.daemon import bootstrap
 from modelrepo.keys import ACCOUNTS
 from modelrepo.settings import load_settings
 
-from ..helpers import seed_catalog, short_tmpdir
+from ..helpers import run_catalog_url, seed_catalog, short_tmpdir
 
 
 class Api:
@@ -40,9 +40,11 @@ class Api:
 @pytest.fixture
 def settings():
     tmp = short_tmpdir()
-    settings = load_settings(None, environ={}, overrides={"data_dir": str(tmp / "data"),
-                                                         "limits.max_json_body": 4096})
-    seed_catalog(settings.data_dir)  # a migrated copy: the app still runs migrate(), which finds nothing to do
+    url = run_catalog_url(tmp / "data")
+    settings = load_settings(None, environ={}, overrides={"data_dir": str(tmp / "data"), "limits.max_json_body": 4096,
+                                                         **({"catalog.url": url} if url else {})})
+    if url is None:
+        seed_catalog(settings.data_dir)  # a migrated copy: the app still runs migrate(), which finds nothing to do
     yield settings
     shutil.rmtree(tmp, ignore_errors=True)
 

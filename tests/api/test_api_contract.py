@@ -39,7 +39,8 @@ async def test_ids_past_the_catalog_range_are_404_not_500(acme):  # noqa: F811
 async def test_quota_put_needs_a_body_and_numbers_in_range(acme):  # noqa: F811
     api = acme
     await api.ok("admin", "PUT", "/api/v1/namespaces/acme/quota", {"bytes": 1000, "models": 3})
-    for raw in (b"", b"{}", json.dumps({"bytes": MAX_ID + 1}).encode(), b'{"bytes": 1e400}',
+    for raw in (b"", b"{}", json.dumps({"bytes": 2**63}).encode(), json.dumps({"models": MAX_ID + 1}).encode(),
+                b'{"bytes": 1e400}',
                 b'{"models": ' + b"9" * 4000 + b"}", b'{"bytes": NaN}'):
         r = await api.client.put("/api/v1/namespaces/acme/quota", data=raw,
                                  headers={"Authorization": f"Bearer {api.tokens['admin']}"})

@@ -8,13 +8,16 @@ import select
 import stat
 import subprocess
 import time
+from pathlib import Path
 
-from ..helpers import MODELREPO, free_port, http, short_tmpdir, start_daemon
+from ..helpers import MODELREPO, catalog_env, free_port, http, short_tmpdir, start_daemon
 from .test_hooks_webhooks import CARD, Receiver
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
+    if "--data" in args:  # a running daemon's data directory: its catalog, wherever the run put it
+        base.update(catalog_env(Path(args[args.index("--data") + 1])))
     return subprocess.run([MODELREPO, *args], capture_output=True, text=True, env={**base, **(env or {})}, timeout=60)
 
 
@@ -192,8 +195,9 @@ def test_token_list_and_revoke(daemon):
     r = admin(d, "token", "revoke", "admin", rows["ci"][0])
     assert r.returncode == 1 and "token not found" in r.stderr
     assert d.ok("GET", "/api/v1/user", token="tess_ci")["name"] == "tess"
-    r = admin(d, "token", "revoke", "tess", str(2**63))  # past SQLite's INTEGER: a usage error, not a crash
-    assert r.returncode == 2 and "Invalid value for 'ID'" in r.stderr, r.stderr
+    for big in (2**31, 2**63):  # past PostgreSQL's INTEGER, past SQLite's: a usage error, not a crash
+        r = admin(d, "token", "revoke", "tess", str(big))
+        assert r.returncode == 2 and "Invalid value for 'ID'" in r.stderr, r.stderr
 
 
 def test_namespace_list_members_and_remove_member(daemon, git, tmp_path):

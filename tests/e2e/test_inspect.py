@@ -7,14 +7,13 @@ imports, it never unpickles)."""
 import os
 import pickle
 import shutil
-import sqlite3
 import subprocess
 
 import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from ..helpers import MODELREPO, Git, start_daemon
+from ..helpers import MODELREPO, Git, catalog_sql, operator_env, start_daemon
 from ..weights import SHARDED_PARAMETERS, evil_pickle, gguf_bytes, sharded_model, torch_zip
 from .test_hooks_webhooks import CARD, push, refused
 from .test_hub import hf
@@ -52,8 +51,7 @@ def git(tmp_path):
 
 
 def inspections_rows(d) -> dict[str, tuple]:
-    with sqlite3.connect(f"file:{d.data / 'catalog.db'}?mode=ro", uri=True) as db:
-        return {r[0]: r[1:] for r in db.execute("select oid, kind, status, bytes_read from inspections")}
+    return {r[0]: r[1:] for r in catalog_sql(d.data, "select oid, kind, status, bytes_read from inspections")}
 
 
 def test_pushed_weights_show_parameters_gguf_and_a_safe_verdict(d, git, tmp_path):
@@ -161,25 +159,23 @@ def test_warn_policy_deploy_gate_api_tag_and_backfill(git, tmp_path):
         assert d.stop() == 0, d.log()[-3000:]
 
     # As if stored before this feature: no inspections at all. Restart under the default policy.
-    with sqlite3.connect(d.data / "catalog.db") as db:
-        db.execute("delete from inspections")
+    catalog_sql(d.data, "delete from inspections")
     d2 = start_daemon(d.data)
     try:
         assert d2.ok("GET", "/api/v1/models/acme/risky")["security"]["status"] == "unscanned"
         r = d2.api("POST", "/api/v1/models/acme/risky/tags", body={"name": "v2", "revision": "main",
                                                                         "message": "again"})
         assert r.status == 422 and r.json()["error"]["code"] == "dangerous_pickle", r.body
-        with sqlite3.connect(d.data / "catalog.db") as db:
-            db.execute("delete from inspections")
+        catalog_sql(d.data, "delete from inspections")
         out = subprocess.run([MODELREPO, "inspect", "--data", str(d.data)], capture_output=True, text=True,
-                             timeout=120)
+                             timeout=120, env=operator_env(d.data))
         assert out.returncode == 0, out.stderr
         assert "3 file(s) in 3 model(s); 3 to inspect" in out.stderr
         assert "acme/risky\tdangerous" in out.stdout and "  dangerous\tpytorch_model.bin" in out.stdout
         assert "acme/clean\tsafe" in out.stdout
         assert d2.ok("GET", "/api/v1/models/acme/risky")["security"]["status"] == "dangerous"
         again = subprocess.run([MODELREPO, "inspect", "acme/risky", "--data", str(d.data)], capture_output=True,
-                               text=True, timeout=120)
+                               text=True, timeout=120, env=operator_env(d.data))
         assert "1 file(s) in 1 model(s); 0 to inspect" in again.stderr
     finally:
         assert d2.stop() == 0, d2.log()[-3000:]

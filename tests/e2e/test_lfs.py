@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import socket
-import sqlite3
 import stat
 import subprocess
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from modelrepo.lfs.action_tokens import ActionSigner
 
-from ..helpers import http
+from ..helpers import catalog_sql, http
 
 pytestmark = pytest.mark.skipif(shutil.which("git-lfs") is None, reason="git-lfs is not installed")
 LFS_TYPE = "application/vnd.git-lfs+json"
@@ -373,8 +372,8 @@ def test_transfer_token_abuse(lfs_world):
     # A forged or expired token.
     forged = action["header"]["Authorization"][:-4] + "AAAA"
     assert http("PUT", action["href"], raw=data, headers={"Authorization": forged}).status == 401
-    with sqlite3.connect(d.data / "catalog.db") as db:  # the signing key is in the catalog
-        key = db.execute("select secret from signing_keys where name = 'actions'").fetchone()[0]
+    # the signing key is in the catalog
+    key = bytes(catalog_sql(d.data, "select secret from signing_keys where name = 'actions'")[0][0])
     signer = ActionSigner(key)
     claim = signer.verify(action["header"]["Authorization"].removeprefix("Bearer "))
     expired = signer.sign("upload", claim.model_key, oid, len(data), ttl=-60)

@@ -7,14 +7,13 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from ..helpers import MODELREPO, short_tmpdir, start_daemon
+from ..helpers import MODELREPO, catalog_env, catalog_sql, short_tmpdir, start_daemon
 from .conftest import BUCKET, StoreProbe, s3_client
 from .test_lfs import blob, lfs_repo, new_model
 
@@ -56,7 +55,7 @@ def cli(d, *args: str, env: dict | None = None, data: Path | None = None) -> sub
     """``modelrepo ARGS --data DATA`` with the daemon's store settings, as an operator runs it."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
     return subprocess.run([MODELREPO, *args, "--data", str(data or d.data)], capture_output=True, text=True, check=False,
-                          env={**base, **getattr(d, "env", {}), **(env or {})}, timeout=120)
+                          env={**base, **catalog_env(data or d.data), **getattr(d, "env", {}), **(env or {})}, timeout=120)
 
 
 def push_weights(d, git, work: Path, repo: str, files: dict[str, bytes]) -> Path:
@@ -66,8 +65,7 @@ def push_weights(d, git, work: Path, repo: str, files: dict[str, bytes]) -> Path
 
 
 def catalog_oids(d) -> set[str]:
-    with sqlite3.connect(d.data / "catalog.db") as db:
-        return {row[0] for row in db.execute("SELECT oid FROM lfs_objects")}
+    return {row[0] for row in catalog_sql(d.data, "SELECT oid FROM lfs_objects")}
 
 
 def gc_line(out: str, label: str) -> list[str]:
@@ -238,8 +236,7 @@ def test_fsck_finds_corrupt_missing_and_unlinked(ops_daemon, git, tmp_path):
 
     damage(d, oid_of(bad), blob(99, len(bad)))
     damage(d, oid_of(gone), None)
-    with sqlite3.connect(d.data / "catalog.db") as db:  # as if the link had never been made
-        db.execute("DELETE FROM lfs_links WHERE oid = ?", (oid_of(good),))
+    catalog_sql(d.data, "DELETE FROM lfs_links WHERE oid = :oid", oid=oid_of(good))  # as if never linked
     r = cli(d, "fsck")
     assert r.returncode == 1, r.stdout + r.stderr
     out = r.stdout

@@ -5,12 +5,11 @@ moment can be chosen (a ref moved while the daemon is down)."""
 
 import json
 import socket
-import sqlite3
 from urllib.parse import urlsplit
 
 import pytest
 
-from ..helpers import start_daemon
+from ..helpers import catalog_env, catalog_sql, start_daemon
 from .test_hooks_webhooks import Receiver
 from .test_lfs import blob, lfs_batch, lfs_repo, new_model
 from .test_ops import backdate, cli, gc_line, ops_daemon, oid_of, push_weights, server_repo, wait_for
@@ -29,16 +28,14 @@ def restart(d) -> None:
 
 def catalog_row(d, repo: str) -> dict:
     ns, name = repo.split("/")
-    with sqlite3.connect(d.data / "catalog.db") as db:
-        db.row_factory = sqlite3.Row
-        row = db.execute("SELECT m.id, m.head_commit, m.total_size FROM models m JOIN namespaces n "
-                         "ON n.id = m.namespace_id WHERE n.name = ? AND m.name = ?", (ns, name)).fetchone()
-        refs = {(r["kind"], r["name"]): r["commit"]
-                for r in db.execute("SELECT kind, name, \"commit\" FROM model_refs WHERE model_id = ?", (row["id"],))}
-        files = sorted(r[0] for r in db.execute("SELECT path FROM model_files WHERE model_id = ?", (row["id"],)))
-        events = [json.loads(r[0]) for r in db.execute(
-            "SELECT payload FROM deliveries ORDER BY created_at")]
-    return {"head": row["head_commit"], "size": row["total_size"], "refs": refs, "files": files, "events": events}
+    ((model_id, head, size),) = catalog_sql(
+        d.data, "SELECT m.id, m.head_commit, m.total_size FROM models m JOIN namespaces n "
+        "ON n.id = m.namespace_id WHERE n.name = :ns AND m.name = :name", ns=ns, name=name)
+    refs = {(kind, ref): commit for kind, ref, commit in catalog_sql(
+        d.data, "SELECT kind, name, \"commit\" FROM model_refs WHERE model_id = :id", id=model_id)}
+    files = sorted(r[0] for r in catalog_sql(d.data, "SELECT path FROM model_files WHERE model_id = :id", id=model_id))
+    events = [json.loads(r[0]) for r in catalog_sql(d.data, "SELECT payload FROM deliveries ORDER BY created_at, id")]
+    return {"head": head, "size": size, "refs": refs, "files": files, "events": events}
 
 
 def repo_ref(git, d, repo: str, ref: str) -> str:
@@ -163,6 +160,9 @@ def start_upload(d, repo: str, data: bytes, sent: int) -> socket.socket:
 
 def test_partial_upload_of_a_killed_daemon_is_cleared_at_start(ops_daemon, git, tmp_path):
     d = ops_daemon
+    if catalog_env(d.data):
+        pytest.skip("on a shared (PostgreSQL) catalog another replica may own a partial upload: "
+                    "start-up leaves them to gc's age limit")
     repo = new_model(d, "halfway")
     data = blob(4, 12 * 1024 * 1024)  # more than one S3 part: a multipart upload
     with start_upload(d, repo, data, 2 * 1024 * 1024):

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from modelrepo.push.rules import ZERO, RefUpdate
 from modelrepo.services import Services, build_services
 from modelrepo.settings import ConfigError, load_settings
 
-from ..helpers import free_port, http, short_tmpdir, start_daemon, rmtree
+from ..helpers import catalog_sql, free_port, http, short_tmpdir, start_daemon, rmtree
 
 ENGINES = ["sqlite", "postgresql"]
 
@@ -462,9 +461,8 @@ def test_two_daemons_starting_together_share_one_admin_one_key_and_one_failure_b
         for d in daemons:
             d.tokens["admin"] = token
             assert d.ok("GET", "/api/v1/user")["name"] == "admin"
-        with sqlite3.connect(data / "catalog.db") as db:
-            assert db.execute("select count(*) from users").fetchone()[0] == 1
-            assert db.execute("select count(*) from signing_keys").fetchone()[0] == 1
+        assert catalog_sql(data, "select count(*) from users") == [(1,)]
+        assert catalog_sql(data, "select count(*) from signing_keys") == [(1,)]
         # An LFS upload action planned by one daemon is accepted by the other.
         a, b = daemons
         a.ok("POST", "/api/v1/namespaces", body={"name": "team"})

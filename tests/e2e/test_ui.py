@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from ..helpers import MODELREPO, http, start_daemon
+from ..helpers import MODELREPO, http, operator_env, start_daemon
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -388,10 +388,10 @@ def test_password_api_and_cli(ui):
     assert d.api("PUT", "/api/v1/users/alice/password", token=None, body={"password": "x" * 20}).status == 401
     d.ok("POST", "/api/v1/users", body={"name": "carol"})
     proc = subprocess.run([MODELREPO, "user", "set-password", "carol", "--data", str(d.data)],
-                          input=b"carol-from-the-cli\n", capture_output=True, timeout=60)
+                          input=b"carol-from-the-cli\n", capture_output=True, timeout=60, env=operator_env(d.data))
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run([MODELREPO, "user", "set-password", "carol", "--data", str(d.data)],
-                          input=b"short\n", capture_output=True, timeout=60)
+                          input=b"short\n", capture_output=True, timeout=60, env=operator_env(d.data))
     assert proc.returncode == 1 and b"at least 12 characters" in proc.stderr
     jar = _Browserless(d)
     assert jar.sign_in("carol", "carol-from-the-cli") == 303

@@ -6,14 +6,13 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 
 import pytest
 
 from modelrepo.xet.hashes import chunk_hash, file_hash, to_hex
 from modelrepo.xet.xorb import MAX_XORB_BYTES, iter_chunks
 
-from ..helpers import Git, http, start_daemon
+from ..helpers import Git, catalog_sql, http, start_daemon
 from ..xet_build import serialize_xorb, upload_shard
 from .test_hooks_webhooks import CARD
 from .test_hub import hf
@@ -49,8 +48,7 @@ def stored_names(d) -> set[str]:
 
 
 def catalog_rows(d, table: str) -> int:
-    with sqlite3.connect(f"file:{d.data / 'catalog.db'}?mode=ro", uri=True) as conn:
-        return conn.execute(f"select count(*) from {table}").fetchone()[0]  # noqa: S608 - test constant
+    return catalog_sql(d.data, f"select count(*) from {table}")[0][0]  # noqa: S608 - test constant
 
 
 def token(d, user: str, repo: str, kind: str) -> dict:
@@ -163,8 +161,7 @@ def test_another_tenant_gets_nothing(hub, uploaded):
     assert http("GET", fetch["url"], headers={"Range": rng}).status == 206
     assert http("GET", fetch["url"], headers={"Range": "bytes=0-10"}).status == 403
     # Global dedup never names another repository's xorbs.
-    chunk_table = sqlite3.connect(f"file:{d.data / 'catalog.db'}?mode=ro", uri=True).execute(
-        "select chunk_hash from xet_dedup limit 1").fetchone()[0]
+    chunk_table = catalog_sql(d.data, "select chunk_hash from xet_dedup limit 1")[0][0]
     assert http("GET", f"{cas}/v1/chunks/default-merkledb/{chunk_table}", token=tok).status == 404
     assert http("GET", f"{alice['casUrl']}/v1/chunks/default-merkledb/{chunk_table}",
                 token=alice["accessToken"]).status == 200

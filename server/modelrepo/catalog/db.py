@@ -26,7 +26,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from modelrepo.catalog import urls
-from modelrepo.errors import InvalidInput
+from modelrepo.errors import CatalogBusy, InvalidInput
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # PostgreSQL advisory lock keys (64-bit, one namespace per database): the catalog-wide write lock
@@ -36,6 +36,11 @@ CATALOG_LOCK = 0x6D6F64656C726570
 MIGRATION_LOCK = CATALOG_LOCK + 1
 # How long connecting to a PostgreSQL catalog may take before start-up gives up, in seconds.
 CONNECT_TIMEOUT = 10.0
+# Defaults of catalog.lock_timeout and catalog.idle_in_transaction_timeout (seconds; see settings).
+LOCK_TIMEOUT = 10.0
+IDLE_IN_TRANSACTION_TIMEOUT = 60.0
+# When a client refused because the catalog is busy should try again, in seconds.
+BUSY_RETRY_AFTER = 2.0
 
 log = structlog.get_logger("modelrepo.catalog")
 
@@ -47,10 +52,10 @@ class CatalogUnavailable(ConnectionError):
     cannot bind."""
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 
@@ -122,10 +127,29 @@ def run_blocking(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         return pool.submit(lambda: asyncio.run(make())).result()
 
 
-def pg_engine(url: str, **pool: Any) -> AsyncEngine:
-    """An asyncpg engine; ``pool`` are SQLAlchemy pool arguments (``poolclass=NullPool`` for one-shots)."""
+def pg_engine(url: str, *, lock_timeout: float | None = None, idle_timeout: float | None = None,
+              **pool: Any) -> AsyncEngine:
+    """An asyncpg engine; ``pool`` are SQLAlchemy pool arguments (``poolclass=NullPool`` for one-shots).
+
+    ``lock_timeout``: the longest any statement waits for a lock (the catalog-wide advisory lock,
+    a row, a table an admin is altering) before failing with SQLSTATE 55P03, like SQLite's busy
+    timeout; without it one stuck transaction would hang every writer for ever.
+    ``idle_timeout``: the server ends a session of ours left idle inside a transaction that long
+    (a hung or partitioned process), releasing what it held. Both are set at connect, for every
+    session of the pool; None leaves the server's default (no limit), which migrations want: a
+    replica waits for another one's upgrade however long it takes."""
+    server_settings = {"application_name": "modelrepo"}
+    if lock_timeout is not None:
+        server_settings["lock_timeout"] = str(_millis(lock_timeout))
+    if idle_timeout is not None:
+        server_settings["idle_in_transaction_session_timeout"] = str(_millis(idle_timeout))
     return create_async_engine(urls.async_url(url), connect_args={
-        "timeout": CONNECT_TIMEOUT, "server_settings": {"application_name": "modelrepo"}}, **pool)
+        "timeout": CONNECT_TIMEOUT, "server_settings": server_settings}, **pool)
+
+
+def _millis(seconds: float) -> int:
+    """PostgreSQL's timeouts are whole milliseconds, and 0 means "no limit": never round down to it."""
+    return max(1, round(seconds * 1000))
 
 
 @asynccontextmanager
@@ -196,39 +220,61 @@ def migrate(target: Path | str) -> None:
 # SQLSTATE 22021 (character_not_in_repertoire): PostgreSQL text cannot hold U+0000, which JSON,
 # SQLite and a search box can. Such a value is the caller's bad input on either engine's side.
 _NUL_IN_TEXT = "22021"
+# SQLSTATE 55P03 (lock_not_available): a lock wait ran past lock_timeout.
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
-def _raise_bad_text(exc: BaseException) -> None:
-    """A value PostgreSQL cannot store as text becomes a 400 in words (the transaction was already
-    rolled back: nothing changed), rather than a 500."""
-    if isinstance(exc, sa.exc.DBAPIError) and getattr(exc.orig, "sqlstate", None) == _NUL_IN_TEXT:
+def _lock_wait_expired(orig: BaseException | None) -> bool:
+    """PostgreSQL's lock_timeout, or SQLite's busy timeout ("database is locked", SQLITE_BUSY)."""
+    if getattr(orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+        return True
+    return isinstance(orig, sqlite3.OperationalError) and \
+        (getattr(orig, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+
+
+def _raise_in_words(exc: BaseException, lock_timeout: float) -> None:
+    """Database errors that are not bugs become typed errors (the transaction was already rolled
+    back: nothing changed): text PostgreSQL cannot store is a 400; a lock held by someone else past
+    the bound is a 503 with Retry-After, the same on both engines, rather than a 500."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return
+    if getattr(exc.orig, "sqlstate", None) == _NUL_IN_TEXT:
         raise InvalidInput("text cannot contain the NUL character (\\u0000)") from None
+    if _lock_wait_expired(exc.orig):
+        log.warning("catalog_busy", lock_timeout=lock_timeout, error=str(exc.orig).strip())
+        raise CatalogBusy(f"the catalog is busy: another transaction has held a lock for more than "
+                          f"{lock_timeout:g} s; nothing was changed, try again shortly", BUSY_RETRY_AFTER) from None
 
 
 class Catalog:
     """An async engine plus the transaction helper every service uses."""
 
-    def __init__(self, engine: AsyncEngine, url: str | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, url: str | None = None, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.engine = engine
         self.url = url or engine.url.render_as_string(hide_password=False)
         self.dialect = engine.dialect.name  # "sqlite" | "postgresql"
+        self.lock_timeout = lock_timeout
 
     @classmethod
-    def open(cls, target: Path | str, *, pool_size: int = 5, max_overflow: int = 10) -> "Catalog":
+    def open(cls, target: Path | str, *, pool_size: int = 5, max_overflow: int = 10,
+             lock_timeout: float = LOCK_TIMEOUT, idle_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT) -> "Catalog":
         """Migrate, then open. ``target``: an SQLite file path, or a catalog URL (``catalog.url``).
 
         PostgreSQL: a pool of ``pool_size`` connections per process (plus ``max_overflow`` at a
         peak; several processes share the server's ``max_connections``), each checked with a
-        ping when taken from the pool, so a server restart costs one failed ping, not a request."""
+        ping when taken from the pool, so a server restart costs one failed ping, not a request.
+        Every wait for a lock is bounded by ``lock_timeout`` on both engines (SQLite's busy
+        timeout), then ``CatalogBusy``; PostgreSQL also ends our sessions left ``idle_timeout``
+        inside a transaction."""
         url = catalog_url(target)
         migrate(url)
         if urls.dialect(url) == "postgresql":
-            engine = pg_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
-                               pool_recycle=1800)
-            return cls(engine, url)
+            engine = pg_engine(url, lock_timeout=lock_timeout, idle_timeout=idle_timeout, pool_size=pool_size,
+                               max_overflow=max_overflow, pool_pre_ping=True, pool_recycle=1800)
+            return cls(engine, url, lock_timeout=lock_timeout)
         engine = create_async_engine(urls.async_url(url))
-        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return cls(engine, url)
+        sa.event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, lock_timeout=lock_timeout))
+        return cls(engine, url, lock_timeout=lock_timeout)
 
     @asynccontextmanager
     async def tx(self, *, exclusive: bool = True) -> AsyncIterator[AsyncConnection]:
@@ -252,19 +298,24 @@ class Catalog:
           written in sorted order so that two uploads sharing chunks cannot deadlock.
         """
         async with self.engine.connect() as conn:
-            if self.dialect == "sqlite":
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-                await conn.exec_driver_sql(f"SELECT {lock}({CATALOG_LOCK})")
             try:
+                if self.dialect == "sqlite":
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
+                    lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+                    await conn.exec_driver_sql(f"SELECT {lock}({CATALOG_LOCK})")
                 yield conn
             except BaseException as exc:
                 await conn.rollback()
-                _raise_bad_text(exc)
+                _raise_in_words(exc, self.lock_timeout)
                 raise
             else:
-                await conn.commit()
+                try:
+                    await conn.commit()
+                except sa.exc.DBAPIError as exc:  # SQLite's COMMIT can wait for readers to let go
+                    await conn.rollback()
+                    _raise_in_words(exc, self.lock_timeout)
+                    raise
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[AsyncConnection]:
@@ -275,6 +326,9 @@ class Catalog:
                 await conn.exec_driver_sql("BEGIN")  # deferred: the snapshot starts at the first read
             else:
                 await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                # A copy may pause between tables while its destination writes; a read-only
+                # snapshot blocks no writer, so the idle-in-transaction bound does not apply.
+                await conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
             try:
                 yield conn
             finally:
@@ -286,7 +340,7 @@ class Catalog:
             try:
                 yield conn
             except sa.exc.DBAPIError as exc:
-                _raise_bad_text(exc)
+                _raise_in_words(exc, self.lock_timeout)
                 raise
 
     async def close(self) -> None:

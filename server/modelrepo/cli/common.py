@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from modelrepo.accounts.access import Identity
+from modelrepo.catalog.ranges import MAX_INTEGER
 from modelrepo.errors import ModelrepoError
 
 if TYPE_CHECKING:
     from modelrepo.settings import Settings
 
-# A catalog row id: SQLite's INTEGER is 64-bit signed, so anything larger is a usage error here.
-ID = click.IntRange(min=1, max=2**63 - 1)
+# A catalog row id: an INTEGER (32-bit on PostgreSQL), so anything larger is a usage error here.
+ID = click.IntRange(min=1, max=MAX_INTEGER)
 
 # The shell user owns the data directory: a site admin with an admin scope, and no user row.
 LOCAL_ADMIN = Identity(user_id=0, name="local-admin", is_admin=True, scope="admin")

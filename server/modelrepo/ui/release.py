@@ -13,7 +13,7 @@ from modelrepo.models.service import Model
 from modelrepo.ui.browse import model_for_read, repo_context
 from modelrepo.ui.guard import FORM, redirect, viewer
 from modelrepo.ui.render import page, render
-from modelrepo.web.routing import base_url
+from modelrepo.web.routing import base_url, int_id
 
 
 def _field(request: web.Request, name: str) -> str:
@@ -150,7 +150,7 @@ async def redeliver(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
     if not raw.isdigit():
         raise InvalidInput("webhook id must be an integer")
-    await request.app[WEBHOOKS].redeliver(int(raw), request.match_info["delivery"], namespace_id=None,
+    await request.app[WEBHOOKS].redeliver(int_id(request), request.match_info["delivery"], namespace_id=None,
                                           model_id=model.id)
     return redirect(f"/{model.full_name}/settings?notice=Delivery queued again.")
 

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from modelrepo import __version__
+from modelrepo.catalog.ranges import MAX_BIGINT, MAX_INTEGER
 from modelrepo.errors import InvalidInput
 from modelrepo.keys import ACCOUNTS, DEPLOYMENTS, INSPECTIONS, MODELS, REFS, SETTINGS, WEBHOOKS
 from modelrepo.models.card import schema_path
@@ -155,9 +156,11 @@ async def get_namespace(request: web.Request) -> web.Response:
     return _json(await request.app[ACCOUNTS].namespace_json(identity_of(request), request.match_info["ns"]))
 
 
-_QUOTA_VALUE = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_ID}
+# Each within its column: bytes a BIGINT, models an INTEGER (32-bit on PostgreSQL).
+_QUOTA_BYTES = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_BIGINT}
+_QUOTA_MODELS = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_INTEGER}
 # At least one key: an empty body must not clear the quotas it does not mention.
-SET_QUOTA = {**_schema({"bytes": _QUOTA_VALUE, "models": _QUOTA_VALUE}), "minProperties": 1}
+SET_QUOTA = {**_schema({"bytes": _QUOTA_BYTES, "models": _QUOTA_MODELS}), "minProperties": 1}
 
 
 async def set_quota(request: web.Request) -> web.Response:

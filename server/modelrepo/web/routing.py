@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from modelrepo.catalog.ranges import MAX_INTEGER
 from modelrepo.keys import SETTINGS
 from modelrepo.settings import ServerSettings, ip_networks
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Catalog ids are SQLite INTEGERs (signed 64-bit): a larger number exists nowhere.
-MAX_ID = 2**63 - 1
+# Catalog ids are INTEGERs, 32-bit on PostgreSQL: a larger number exists nowhere.
+MAX_ID = MAX_INTEGER
 # The route pattern for an integer id: anything else is not a route (404), not a handler's 500.
 ID_PATTERN = "[0-9]{1,19}"
 
