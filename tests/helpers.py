@@ -33,6 +33,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(predicate, what: str, timeout: float = 60, interval: float = 0.05, detail=None):
+    """Poll ``predicate`` until it returns something true, and return that.
+
+    Tests wait on the condition itself, never for a fixed time: a loaded CI machine may take many
+    times longer than a quiet one, so ``timeout`` only bounds a real hang and is deliberately
+    generous. ``detail`` (a callable) adds context, e.g. a daemon's log, to the timeout message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                                 + (f"\n{detail()}" if detail else ""))
+        time.sleep(interval)
+
+
 def short_tmpdir(prefix: str = "mr") -> Path:
     # Unix socket paths are limited to 107 bytes: keep data dirs short, not under pytest's tmp_path.
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

@@ -84,7 +84,7 @@ def lfs_daemon(request):
     d.stored = probe.stored
     d.temp_files = probe.temp_files
 
-    def wait_for(predicate, what: str, timeout: float = 10) -> None:
+    def wait_for(predicate, what: str, timeout: float = 60) -> None:
         deadline = time.time() + timeout
         while not predicate():
             assert time.time() < deadline, f"timed out waiting for: {what}"
