@@ -4,6 +4,7 @@ import atexit
 import base64
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,10 +28,31 @@ MODELREPO = str(VENV_BIN / "modelrepo")
 WEBHOOK_OPT_IN = {"MODELREPO_WEBHOOKS__ALLOWED_HOSTS": "[127.0.0.1]"}
 
 
+def _unassigned_ports() -> range:
+    """Ports the kernel never picks by itself: below its ephemeral range (from 20000 on)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(20000, low) if low > 21000 else range(low - 1000, low)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now, for a server started a moment later.
+
+    Not one from bind(0): that is in the kernel's ephemeral range, which it also hands out to
+    every outgoing connection (the suite makes thousands), so one could take the port before the
+    server binds it and the server would fail with "address in use" once in a while. A random port
+    below that range is only ever taken by another test picking the same one at the same moment."""
+    ports = _unassigned_ports()
+    while True:
+        port = random.choice(ports)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_until(predicate, what: str, timeout: float = 60, interval: float = 0.05, detail=None):
