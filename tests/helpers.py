@@ -102,6 +102,33 @@ def seed_catalog(data: Path) -> None:
     os.replace(tmp, data / "catalog.db")  # never a half-copied catalog, even for two daemons at once
 
 
+def cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``modelrepo ARGS`` run by click in this process: the same command functions, exit status,
+    stdout and stderr as the executable gives, without the ~2 s of CPU a new process spends
+    importing the services. For tests about what a command does; what only a real process shows
+    (the entry point, a TTY, signals) stays with tests that run the executable.
+
+    MODELREPO_* variables are removed, as for the subprocesses; the logging a command configures
+    (it writes to the stderr it was given) is put back afterwards."""
+    import logging
+
+    import structlog
+    from click.testing import CliRunner
+
+    from modelrepo.cli.main import main
+
+    saved_structlog, root = structlog.get_config(), logging.getLogger()
+    saved_root = (root.level, list(root.handlers))
+    unset = {k: None for k in os.environ if k.startswith("MODELREPO_")}
+    try:
+        result = CliRunner().invoke(main, list(args), env=unset, catch_exceptions=False)
+    finally:
+        structlog.configure(**saved_structlog)
+        root.setLevel(saved_root[0])
+        root.handlers[:] = saved_root[1]
+    return subprocess.CompletedProcess(["modelrepo", *args], result.exit_code, result.stdout, result.stderr)
+
+
 @dataclass
 class Response:
     status: int

@@ -9,7 +9,7 @@ import stat
 import subprocess
 import time
 
-from ..helpers import MODELREPO, free_port, http, short_tmpdir, start_daemon
+from ..helpers import MODELREPO, cli_in_process, free_port, http, short_tmpdir, start_daemon
 from .test_hooks_webhooks import CARD, Receiver
 
 
@@ -97,9 +97,18 @@ def test_serve_with_config_file_and_flags(git):
         d.stop()
 
 
-def admin(d, *args: str, **kw) -> subprocess.CompletedProcess:
-    """An admin command against the running daemon's data directory."""
-    return cli(*args, "--data", str(d.data), **kw)
+def admin(d, *args: str) -> subprocess.CompletedProcess:
+    """An admin command against the running daemon's data directory, run in this process.
+
+    Every command group also runs as the real executable here: user, token, namespace and model
+    in test_admin_cli_while_daemon_runs, deployment and webhook below (admin_process), gc, fsck,
+    backup and restore in test_long_jobs_show_progress_on_a_tty_only."""
+    return cli_in_process(*args, "--data", str(d.data))
+
+
+def admin_process(d, *args: str) -> subprocess.CompletedProcess:
+    """The same, as the real ``modelrepo`` executable."""
+    return cli(*args, "--data", str(d.data))
 
 
 def on_tty(*args: str) -> tuple[int, str, str]:
@@ -244,7 +253,7 @@ def test_model_show_and_delete_refused_while_deployed(daemon, git, tmp_path):
     assert d.api("GET", "/api/v1/models/prod/bert").status == 200
     # The refusal says how to stop the deployment; its command runs as printed.
     command = re.search(r"`(modelrepo deployment stop [\d ]+)`", r.stderr).group(1).split()
-    stopped = admin(d, *command[1:])
+    stopped = admin_process(d, *command[1:])
     assert stopped.returncode == 0 and f"stopped deployment {dep['id']} (serving of prod/bert at v1)" in stopped.stdout
     assert d.ok("GET", f"/api/v1/deployments/{dep['id']}")["status"] == "stopped"
 
@@ -266,7 +275,7 @@ def test_webhook_list_deliveries_redeliver(daemon):
     with Receiver() as receiver:
         hook = d.ok("POST", "/api/v1/namespaces/hooked/webhooks",
                     body={"url": receiver.url, "secret": "s3cret", "events": ["model.created"]})
-        listing = admin(d, "webhook", "list", "hooked").stdout.splitlines()
+        listing = admin_process(d, "webhook", "list", "hooked").stdout.splitlines()
         assert listing[1].split("\t") == [str(hook["id"]), receiver.url, "model.created", "yes"]
         admin(d, "model", "create", "hooked/m1")  # the event waits in the outbox for the daemon's worker
         first = receiver.wait(1)[0]
