@@ -102,13 +102,14 @@ def seed_catalog(data: Path) -> None:
     os.replace(tmp, data / "catalog.db")  # never a half-copied catalog, even for two daemons at once
 
 
-def cli_in_process(*args: str) -> subprocess.CompletedProcess:
+def cli_in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``modelrepo ARGS`` run by click in this process: the same command functions, exit status,
     stdout and stderr as the executable gives, without the ~2 s of CPU a new process spends
     importing the services. For tests about what a command does; what only a real process shows
     (the entry point, a TTY, signals) stays with tests that run the executable.
 
-    MODELREPO_* variables are removed, as for the subprocesses; the logging a command configures
+    MODELREPO_* variables are removed, as for the subprocesses, then ``env`` is set for the call
+    only; the logging a command configures
     (it writes to the stderr it was given) is put back afterwards."""
     import logging
 
@@ -119,9 +120,9 @@ def cli_in_process(*args: str) -> subprocess.CompletedProcess:
 
     saved_structlog, root = structlog.get_config(), logging.getLogger()
     saved_root = (root.level, list(root.handlers))
-    unset = {k: None for k in os.environ if k.startswith("MODELREPO_")}
+    env = {**{k: None for k in os.environ if k.startswith("MODELREPO_")}, **(env or {})}
     try:
-        result = CliRunner().invoke(main, list(args), env=unset, catch_exceptions=False)
+        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
     finally:
         structlog.configure(**saved_structlog)
         root.setLevel(saved_root[0])
