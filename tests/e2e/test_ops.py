@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import MODELREPO, cli_in_process, short_tmpdir, start_daemon
+from ..helpers import MODELREPO, cli_in_process, short_tmpdir, start_daemon, wait_until
 from .conftest import BUCKET, StoreProbe, s3_client
 from .test_lfs import blob, lfs_repo, new_model
 
@@ -75,11 +75,8 @@ def gc_line(out: str, label: str) -> list[str]:
     return line.split()[len(label.split()):]
 
 
-def wait_for(predicate, what: str, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        assert time.time() < deadline, f"timed out waiting for: {what}"
-        time.sleep(0.05)
+def wait_for(predicate, what: str, timeout: float = 60) -> None:
+    wait_until(predicate, what, timeout)
 
 
 def server_repo(d, repo: str) -> Path:
