@@ -109,8 +109,7 @@ def cli_in_process(*args: str, env: dict | None = None) -> subprocess.CompletedP
     (the entry point, a TTY, signals) stays with tests that run the executable.
 
     MODELREPO_* variables are removed, as for the subprocesses, then ``env`` is set for the call
-    only; the logging a command configures
-    (it writes to the stderr it was given) is put back afterwards."""
+    only; the logging a command configures (onto the stderr it was given) is put back afterwards."""
     import logging
 
     import structlog
