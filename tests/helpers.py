@@ -4,6 +4,7 @@ import atexit
 import base64
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,10 +28,48 @@ MODELREPO = str(VENV_BIN / "modelrepo")
 WEBHOOK_OPT_IN = {"MODELREPO_WEBHOOKS__ALLOWED_HOSTS": "[127.0.0.1]"}
 
 
+def _unassigned_ports() -> range:
+    """Ports the kernel never picks by itself: below its ephemeral range (from 20000 on)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(20000, low) if low > 21000 else range(low - 1000, low)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now, for a server started a moment later.
+
+    Not one from bind(0): that is in the kernel's ephemeral range, which it also hands out to
+    every outgoing connection (the suite makes thousands), so one could take the port before the
+    server binds it and the server would fail with "address in use" once in a while. A random port
+    below that range is only ever taken by another test picking the same one at the same moment."""
+    ports = _unassigned_ports()
+    while True:
+        port = random.choice(ports)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+def wait_until(predicate, what: str, timeout: float = 60, interval: float = 0.05, detail=None):
+    """Poll ``predicate`` until it returns something true, and return that.
+
+    Tests wait on the condition itself, never for a fixed time: a loaded CI machine may take many
+    times longer than a quiet one, so ``timeout`` only bounds a real hang and is deliberately
+    generous. ``detail`` (a callable) adds context, e.g. a daemon's log, to the timeout message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                                 + (f"\n{detail()}" if detail else ""))
+        time.sleep(interval)
 
 
 def short_tmpdir(prefix: str = "mr") -> Path:
@@ -61,6 +100,33 @@ def seed_catalog(data: Path) -> None:
     tmp = data / f".catalog.db.seed-{os.getpid()}-{threading.get_ident()}"
     shutil.copyfile(_catalog_template[0], tmp)
     os.replace(tmp, data / "catalog.db")  # never a half-copied catalog, even for two daemons at once
+
+
+def cli_in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``modelrepo ARGS`` run by click in this process: the same command functions, exit status,
+    stdout and stderr as the executable gives, without the ~2 s of CPU a new process spends
+    importing the services. For tests about what a command does; what only a real process shows
+    (the entry point, a TTY, signals) stays with tests that run the executable.
+
+    MODELREPO_* variables are removed, as for the subprocesses, then ``env`` is set for the call
+    only; the logging a command configures (onto the stderr it was given) is put back afterwards."""
+    import logging
+
+    import structlog
+    from click.testing import CliRunner
+
+    from modelrepo.cli.main import main
+
+    saved_structlog, root = structlog.get_config(), logging.getLogger()
+    saved_root = (root.level, list(root.handlers))
+    env = {**{k: None for k in os.environ if k.startswith("MODELREPO_")}, **(env or {})}
+    try:
+        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    finally:
+        structlog.configure(**saved_structlog)
+        root.setLevel(saved_root[0])
+        root.handlers[:] = saved_root[1]
+    return subprocess.CompletedProcess(["modelrepo", *args], result.exit_code, result.stdout, result.stderr)
 
 
 @dataclass

@@ -53,9 +53,9 @@ http {{
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((_HOST, 0))
-        return s.getsockname()[1]
+    from .helpers import free_port  # outside the ephemeral range: see there
+
+    return free_port()
 
 
 def _replace_once(text: str, old: str, new: str) -> str:

@@ -19,7 +19,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -40,9 +39,9 @@ def pg_bindir() -> Path | None:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((_HOST, 0))
-        return s.getsockname()[1]
+    from .helpers import free_port  # outside the ephemeral range: see there
+
+    return free_port()
 
 
 @dataclass

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ..helpers import start_daemon
+from ..helpers import start_daemon, wait_until
 
 LFS_MODES = ["local", "s3-proxy", "s3-direct"]
 
@@ -84,11 +84,8 @@ def lfs_daemon(request):
     d.stored = probe.stored
     d.temp_files = probe.temp_files
 
-    def wait_for(predicate, what: str, timeout: float = 10) -> None:
-        deadline = time.time() + timeout
-        while not predicate():
-            assert time.time() < deadline, f"timed out waiting for: {what}"
-            time.sleep(0.05)
+    def wait_for(predicate, what: str, timeout: float = 60) -> None:
+        wait_until(predicate, what, timeout)
 
     d.wait_for = wait_for
     yield d

@@ -21,7 +21,7 @@ import time
 import psutil
 import pytest
 
-from ..helpers import Git, http, short_tmpdir, start_daemon
+from ..helpers import Git, http, short_tmpdir, start_daemon, wait_until
 
 TIMEOUT = 2  # header_timeout and body_idle_timeout of the daemon below
 MiB = 1024 * 1024
@@ -216,9 +216,11 @@ def test_requests_the_parser_rejects_are_answered_and_logged(hd):
                 pass  # a closed connection is a clean answer too
             assert closed_by_server(s, 5), what
         normal_request_ok(d)
-    time.sleep(0.3)
-    rejected = [json.loads(line) for line in d.log().splitlines() if '"route"' not in line and '"request"' in line]
-    assert any(e.get("status") == 400 and e.get("request_id") is None for e in rejected), "no access line"
+
+    def rejected_line() -> bool:  # the access line is written just after the answer
+        rejected = [json.loads(line) for line in d.log().splitlines() if '"route"' not in line and '"request"' in line]
+        return any(e.get("status") == 400 and e.get("request_id") is None for e in rejected)
+    wait_until(rejected_line, "an access line for a rejected request")
     assert 'route="rejected"' in http("GET", d.url + "/metrics").body.decode()
 
 
@@ -273,14 +275,10 @@ def test_stalled_upload_pack_holds_no_git_process_and_times_out(hd):
         assert status == 408
     with connect(d) as s:
         s.sendall(head("POST", "/h/pub.git/git-upload-pack", UPLOAD, 1000) + b"0032want ")
-        time.sleep(1)
-        assert git_children(d) == 1
+        wait_until(lambda: git_children(d) == 1, "git to start on the first body bytes")
         status, _, _ = response(s)
         assert status == 408
-    deadline = time.time() + 5
-    while git_children(d) and time.time() < deadline:
-        time.sleep(0.1)
-    assert git_children(d) == 0
+    wait_until(lambda: git_children(d) == 0, "the timed-out request's git to be gone")
 
 
 def test_git_processes_are_capped_per_address_and_in_total(hd):
@@ -298,12 +296,14 @@ def test_git_processes_are_capped_per_address_and_in_total(hd):
         assert status == 503, (source, status, body)
         return headers
 
+    # Each step waits until the held requests' git processes run (not for a fixed time): a cap is
+    # only tested once the processes it counts exist. They stay until the body idle timeout.
     held = [stalled("127.0.0.1"), stalled("127.0.0.1")]
-    time.sleep(0.5)
+    wait_until(lambda: git_children(d) == 2, "two git processes for 127.0.0.1")
     headers = refused("127.0.0.1")
     assert int(headers["Retry-After"]) > 0
     held += [stalled("127.0.0.2"), stalled("127.0.0.2")]
-    time.sleep(0.5)
+    wait_until(lambda: git_children(d) >= 4, "four git processes")
     peak = git_children(d)
     assert peak == 4
     refused("127.0.0.3")  # the total cap
@@ -312,9 +312,7 @@ def test_git_processes_are_capped_per_address_and_in_total(hd):
         assert response(s)[0] == 408
         s.close()
     print(f"\ngit caps: {peak} git processes at peak (cap 4, 2 per address); the 5th and a 3rd per address got 503")
-    deadline = time.time() + 5
-    while git_children(d) and time.time() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: git_children(d) == 0, "the held requests' git processes to be gone")
     d.git.run("clone", "-q", d.url + "/h/pub.git", str(d.tmp / "after-cap"))
 
 
@@ -322,17 +320,14 @@ def test_client_disconnect_is_logged_as_499(hd):
     d = hd
     s = connect(d)
     s.sendall(head("POST", "/h/pub.git/git-upload-pack", UPLOAD, 1000) + b"0032want ")
-    time.sleep(0.5)
+    wait_until(lambda: git_children(d) == 1, "the request to be handled (its git running)")
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST on close
     s.close()
-    deadline = time.time() + 10
-    while time.time() < deadline:
+
+    def access_lines() -> list:
         lines = [json.loads(x) for x in d.log().splitlines() if x.startswith("{")]
-        if any(e.get("event") == "request" and e.get("status") == 499 for e in lines):
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("no 499 access line for a client that went away")
+        return lines if any(e.get("event") == "request" and e.get("status") == 499 for e in lines) else []
+    lines = wait_until(access_lines, "a 499 access line for a client that went away", detail=lambda: d.log()[-3000:])
     assert not any(e.get("event") == "unhandled_error" for e in lines)
     assert not [e for e in lines if e.get("event") == "request" and e.get("status", 0) >= 500 and e["status"] != 503]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import MODELREPO, catalog_env, catalog_sql, short_tmpdir, start_daemon
+from ..helpers import MODELREPO, catalog_env, catalog_sql, cli_in_process, short_tmpdir, start_daemon, wait_until
 from .conftest import BUCKET, StoreProbe, s3_client
 from .test_lfs import blob, lfs_repo, new_model
 
@@ -52,10 +52,11 @@ def ops_daemon(request):
 
 
 def cli(d, *args: str, env: dict | None = None, data: Path | None = None) -> subprocess.CompletedProcess:
-    """``modelrepo ARGS --data DATA`` with the daemon's store settings, as an operator runs it."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
-    return subprocess.run([MODELREPO, *args, "--data", str(data or d.data)], capture_output=True, text=True, check=False,
-                          env={**base, **catalog_env(data or d.data), **getattr(d, "env", {}), **(env or {})}, timeout=120)
+    """``modelrepo ARGS --data DATA`` with the daemon's store settings, as an operator runs it; in
+    this process (the commands' work is the point here: tests/e2e/test_cli.py runs gc, fsck, backup
+    and restore as the real executable, and the tests below that call MODELREPO themselves do too)."""
+    return cli_in_process(*args, "--data", str(data or d.data),
+                          env={**catalog_env(data or d.data), **getattr(d, "env", {}), **(env or {})})
 
 
 def push_weights(d, git, work: Path, repo: str, files: dict[str, bytes]) -> Path:
@@ -73,11 +74,8 @@ def gc_line(out: str, label: str) -> list[str]:
     return line.split()[len(label.split()):]
 
 
-def wait_for(predicate, what: str, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        assert time.time() < deadline, f"timed out waiting for: {what}"
-        time.sleep(0.05)
+def wait_for(predicate, what: str, timeout: float = 60) -> None:
+    wait_until(predicate, what, timeout)
 
 
 def server_repo(d, repo: str) -> Path:

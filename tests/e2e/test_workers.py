@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ..helpers import Daemon, Git, http, short_tmpdir, start_daemon
+from ..helpers import Daemon, Git, http, short_tmpdir, start_daemon, wait_until
 from .test_production import metric, wait_metric
 
 CREDENTIALS = struct.Struct("3i")
@@ -40,14 +40,8 @@ def log_lines(d: Daemon, event: str | None = None) -> list[dict]:
     return lines
 
 
-def wait_for(predicate, timeout: float = 30, what: str = "", d: Daemon | None = None):
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.time() < deadline, f"timed out waiting for {what}\n" + (d.log()[-4000:] if d else "")
-        time.sleep(0.05)
+def wait_for(predicate, timeout: float = 60, what: str = "", d: Daemon | None = None):
+    return wait_until(predicate, what, timeout, detail=(lambda: d.log()[-4000:]) if d else None)
 
 
 def live_workers(d: Daemon) -> dict[int, int]:

@@ -15,12 +15,22 @@ from modelrepo.ops import OpsError
 from modelrepo.ops.catalog_copy import copy_catalog
 
 HOLD = 0.5
+# Another session of this database waiting for a lock (the advisory lock): it is blocked by us now.
+BLOCKED = sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted"
+                  " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
 
 
 async def _hold(catalog: Catalog, exclusive: bool, log: list, name: str) -> None:
+    """Inside the transaction until the other one has shown what it does: entered beside this one,
+    or blocked on the lock (then HOLD more, where a lock that let it in would show). Waiting on that
+    instead of for a fixed time keeps the verdict the same however slowly the other one connects."""
     async with catalog.tx(exclusive=exclusive) as conn:
         log.append(("in", name))
-        await conn.execute(sa.select(1))
+        if name == "a":
+            deadline = asyncio.get_running_loop().time() + 60
+            while ("in", "b") not in log and not (await conn.execute(BLOCKED)).scalar():
+                assert asyncio.get_running_loop().time() < deadline, "b neither entered nor waited"
+                await asyncio.sleep(0.02)
         await asyncio.sleep(HOLD)
         log.append(("out", name))
 
@@ -44,7 +54,9 @@ def test_tx_locks_across_engines(pg_server, first, second, overlap):
         log: list = []
         try:
             one = asyncio.create_task(_hold(a, first, log, "a"))
-            await asyncio.sleep(0.1)  # a is inside its transaction
+            while ("in", "a") not in log:  # a is inside its transaction
+                assert not one.done(), one.result()
+                await asyncio.sleep(0.02)
             await asyncio.gather(one, _hold(b, second, log, "b"))
         finally:
             await a.close()

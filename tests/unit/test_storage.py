@@ -149,8 +149,10 @@ async def test_abort_cleans_up(store, how):
     else:
         pause = asyncio.Event()
         upload = asyncio.create_task(store.put(oid, len(data), chunks_of(data, pause=pause)))
-        await asyncio.sleep(0.5)
-        assert await store.list_partial()  # something was in flight...
+        deadline = time.monotonic() + 60  # waits on the upload itself, not a fixed time: CI can be slow
+        while not await store.list_partial():  # something was in flight...
+            assert not upload.done() and time.monotonic() < deadline, "the upload never showed as in flight"
+            await asyncio.sleep(0.05)
         upload.cancel()
         with pytest.raises(asyncio.CancelledError):
             await upload
