@@ -11,6 +11,8 @@ import sqlalchemy as sa
 
 from modelrepo.catalog.db import Catalog
 from modelrepo.catalog.schema import model_card_tags, model_files, model_refs, models
+from modelrepo.errors import NotFound
+from modelrepo.git import repos
 from modelrepo.models.service import Model
 from modelrepo.push.rules import ZERO, RefUpdate
 from modelrepo.git.snapshot import read_at, read_snapshot
@@ -35,11 +37,16 @@ class PushEffects:
         tip, checked inside the transaction. Start-up convergence passes it: two replicas starting
         together both find the same drift, and only the first rebuild announces it."""
         path = self.path_of(model)
-        snap = await asyncio.to_thread(read_snapshot, path, model.default_branch, self.card_schema)
         created_tags = {}
-        for u in updates:
-            if u.is_tag and not u.deleted:
-                created_tags[u.short] = await asyncio.to_thread(read_at, path, u.ref, self.card_schema)
+        try:  # read as every repository read is: a delete racing it is the model's 404 (repos.Held)
+            snap = await asyncio.to_thread(repos.stable_read, path, read_snapshot, model.default_branch,
+                                           self.card_schema)
+            for u in updates:
+                if u.is_tag and not u.deleted:
+                    created_tags[u.short] = await asyncio.to_thread(repos.stable_read, path, read_at, u.ref,
+                                                                    self.card_schema)
+        except NotFound:
+            return  # deleted meanwhile: left alone, as when the row lock below finds no model
         card = snap.card.metadata if snap.card.valid else {}
         tags = card.get("tags") if isinstance(card.get("tags"), list) else []
         base = {"clone_url": clone_url, "pusher": pusher}
