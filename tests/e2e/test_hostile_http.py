@@ -16,6 +16,7 @@ import select
 import shutil
 import signal
 import socket
+import threading
 import time
 
 import psutil
@@ -297,8 +298,22 @@ def test_git_processes_are_capped_per_address_and_in_total(hd):
         return headers
 
     # Each step waits until the held requests' git processes run (not for a fixed time): a cap is
-    # only tested once the processes it counts exist. They stay until the body idle timeout.
-    held = [stalled("127.0.0.1"), stalled("127.0.0.1")]
+    # only tested once the processes it counts exist. The held requests trickle one byte of their
+    # want line every TIMEOUT/4 s, so a slow step on a busy machine never lets the body idle timeout
+    # free a slot before the caps are checked; then they stall for good and get their 408.
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def trickle() -> None:
+        for _ in range(40):  # the 40 hex digits of the want line: never a complete pkt-line
+            if done.wait(TIMEOUT / 4):
+                return
+            for s in list(held):
+                s.sendall(b"0")
+
+    keepalive = threading.Thread(target=trickle, daemon=True)
+    held += [stalled("127.0.0.1"), stalled("127.0.0.1")]
+    keepalive.start()
     wait_until(lambda: git_children(d) == 2, "two git processes for 127.0.0.1")
     headers = refused("127.0.0.1")
     assert int(headers["Retry-After"]) > 0
@@ -308,6 +323,8 @@ def test_git_processes_are_capped_per_address_and_in_total(hd):
     assert peak == 4
     refused("127.0.0.3")  # the total cap
     normal_request_ok(d)  # non-git requests are not affected
+    done.set()
+    keepalive.join()
     for s in held:
         assert response(s)[0] == 408
         s.close()
