@@ -8,6 +8,7 @@ the model is deleted; then the model is recreated under the same name and nothin
 may show through it.
 """
 
+import base64
 import hashlib
 import json
 import random
@@ -67,7 +68,7 @@ class Model:
             d.ok("POST", f"/api/v1/models/{REPO}/tags", body={"name": tag, "revision": "main", "message": "release"})
 
     def reads(self) -> list:
-        """(door, callable -> (status, what a 404 said)) for every read door, and two writes;
+        """(door, callable -> (status, what a 404 said)) for every read door, and three writes;
         admin's token where the door reads one (the UI reads only its session cookie: the model is
         public)."""
         d, head = self.d, self.head
@@ -94,6 +95,18 @@ class Model:
             action = obj["actions"]["download"]
             return answer(http("GET", action["href"], headers=action.get("header", {})))
 
+        def hub_commit():
+            """What ``HfApi.upload_file`` and ``create_commit`` send: a plain file and a link to the
+            model's LFS object (which the judge checks against the LFS links a delete removes)."""
+            tag = uuid.uuid4().hex[:12]
+            lines = [{"key": "header", "value": {"summary": f"racing {tag}"}},
+                     {"key": "file", "value": {"path": f"notes/{tag}.txt", "encoding": "base64",
+                                               "content": base64.b64encode(b"racing\n").decode()}},
+                     {"key": "lfsFile", "value": {"path": f"lfs/{tag}.bin", "algo": "sha256", "oid": oid, "size": size}}]
+            return answer(http("POST", f"{d.url}/api/models/{REPO}/commit/main", token=tok,
+                               raw=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+                               headers={"Content-Type": "application/x-ndjson"}))
+
         return [
             ("hub info", get(f"/api/models/{REPO}")),
             ("hub revision", get(f"/api/models/{REPO}/revision/v1")),
@@ -117,6 +130,7 @@ class Model:
                 "name": f"t-{uuid.uuid4().hex[:12]}", "revision": "main", "message": "racing"}))),
             ("hub create branch", lambda: answer(http(
                 "POST", f"{d.url}/api/models/{REPO}/branch/b-{uuid.uuid4().hex[:12]}", token=tok, body={}))),
+            ("hub commit", hub_commit),
         ]
 
 

@@ -197,6 +197,39 @@ def test_upload_folder_then_git_sees_lfs_pointers_and_tag_webhook(hub, tmp_path)
     assert (clone / "pytorch_model.bin").read_bytes() == weights
 
 
+def test_concurrent_commits_without_a_parent_all_land_and_with_a_stale_parent_get_412(hub, tmp_path):
+    """Eight notebooks calling upload_file on one branch at once (huggingface_hub as installed,
+    hf_xet included): on the Hub each lands on top of the others; none may be lost or refused
+    because another moved the branch meanwhile. A commit that names its parentCommit asks for
+    exactly that parent, and a moved branch is then the Hub's 412."""
+    d = hub
+    out = hf(d, d.tokens["alice"], """
+        from concurrent.futures import ThreadPoolExecutor
+        api = HfApi()
+        api.create_repo("acme/busy", private=True)
+        first = api.upload_file(path_or_fileobj=b"start\\n", path_in_repo="start.txt", repo_id="acme/busy").oid
+
+        def upload(i):
+            return api.upload_file(path_or_fileobj=b"note %d\\n" % i, path_in_repo=f"notes/{i}.txt",
+                                   repo_id="acme/busy", commit_message=f"note {i}").oid
+
+        with ThreadPoolExecutor(8) as pool:
+            oids = list(pool.map(upload, range(8)))
+        try:
+            api.create_commit("acme/busy", operations=[CommitOperationAdd("late.txt", b"late\\n")],
+                              commit_message="late", parent_commit=first)
+            stale = "no error"
+        except HfHubHTTPError as exc:
+            stale = exc.response.status_code
+        files = sorted(api.list_repo_files("acme/busy"))
+        commits = [c.commit_id for c in api.list_repo_commits("acme/busy")]
+        print(json.dumps({"oids": oids, "files": files, "commits": commits, "stale": stale}))""",
+             tmp_path, xet=True)
+    assert [f for f in out["files"] if f != ".gitattributes"] == [f"notes/{i}.txt" for i in range(8)] + ["start.txt"]
+    assert len(set(out["oids"])) == 8 and set(out["oids"]) <= set(out["commits"]), out
+    assert out["stale"] == 412
+
+
 def test_commit_is_judged_like_a_push(hub, tmp_path):
     d = hub
     out = hf(d, d.tokens["alice"], """

@@ -57,3 +57,17 @@ def test_a_read_failing_on_a_repository_still_there_keeps_its_own_error(store):
     with pytest.raises(InvalidInput):
         repos.stable_read(path, lambda p: repos.create_branch(p, "x", "-bad"))
     assert repos.stable_read(path, reads.resolve, "main") is None  # an empty repository: no error at all
+
+
+def test_a_directory_no_model_owns_is_moved_aside_by_a_create(store):
+    """A write that raced a delete once left a directory at the deleted model's path; creating the
+    model again must not be refused forever ("repository directory already exists")."""
+    path = store.create("acme", "m", "main")
+    (path / "refs" / "heads" / "stray").write_text("0" * 40 + "\n")
+    store.trash("acme", "m")
+    (path / "refs" / "heads").mkdir(parents=True)  # what the racing write left behind
+    (path / "refs" / "heads" / "stray").write_text("0" * 40 + "\n")
+    again = store.create("acme", "m", "main")
+    assert repos.list_refs(again)["branches"] == []
+    aside = [p for p in path.parent.iterdir() if p.name.startswith(".orphaned.m.git.")]
+    assert len(aside) == 1 and (aside[0] / "refs" / "heads" / "stray").exists()

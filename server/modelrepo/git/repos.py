@@ -17,9 +17,12 @@ from importlib import resources
 from pathlib import Path
 
 import pygit2
+import structlog
 
 from modelrepo.errors import Conflict, InvalidInput, NotFound, model_not_found
 from modelrepo.names import check_name, check_ref_name
+
+log = structlog.get_logger("modelrepo.repos")
 
 T = TypeVar("T")
 HOOK_NAMES = ("pre-receive", "post-receive")
@@ -60,9 +63,17 @@ class RepoStore:
         return p
 
     def create(self, namespace: str, name: str, default_branch: str) -> Path:
+        """Called inside the transaction that inserted the model's row: the unique name holds off
+        every other create of this name (in any process) until that transaction ends, so a
+        directory already at the path belongs to no model. It is moved aside (kept for the
+        operator, named ``.orphaned.*``, until gc sweeps leftovers) rather than refusing the name forever: a write racing a
+        delete once left one behind (test_delete_races) and the name could never be used again."""
         path = self.path(namespace, name)
         if path.exists():
-            raise Conflict("repository directory already exists", code="model_exists")
+            aside = path.with_name(f".orphaned.{path.name}.{time.time_ns()}")
+            os.rename(path, aside)
+            log.warning("orphaned_repository_moved_aside", path=str(path), moved_to=str(aside),
+                        entries=sorted(str(p.relative_to(aside)) for p in aside.rglob("*"))[:50])
         path.parent.mkdir(parents=True, exist_ok=True)
         # Build in a temp dir beside the target and rename: a half-made repository is never visible.
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

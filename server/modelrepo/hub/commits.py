@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import posixpath
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import pygit2
 
 from modelrepo.accounts.access import Identity
 from modelrepo.errors import Conflict, EntryNotFound, InvalidInput, NotFound, PreconditionFailed, TooLarge
+from modelrepo.git import repos
 from modelrepo.git.runner import GitRunner
 from modelrepo.lfs.pointer import LfsPointer, format_pointer
 from modelrepo.lfs.service import OID_RE, Lfs
@@ -149,6 +151,13 @@ def _pattern_for(path: str, weight_patterns: tuple[str, ...]) -> str:
     return "/" + "".join(f"\\{c}" if c in " *?[]\\" else c for c in path)
 
 
+COMMIT_ATTEMPTS = 8
+
+
+class _BranchMoved(Exception):
+    """git update-ref's compare-and-swap failed: the branch is no longer where the commit was built."""
+
+
 class HubCommits:
     def __init__(self, models: Models, lfs: Lfs, judge: Judge, effects: PushEffects, git: GitRunner,
                  max_body: int) -> None:
@@ -168,12 +177,39 @@ class HubCommits:
         except InvalidInput:
             raise NotFound(f"Invalid rev id: {revision}", code="revision_not_found") from None
         path = self.models.path(model)
-        repo = pygit2.Repository(str(path))
-        max_line = self.judge.max_plain_blob * 4 // 3 + 64 * 1024
-        plan = await read_ndjson(split_lines(body, self.max_body, max_line), repo)
-        return await asyncio.shield(self._apply(identity, model, branch, plan, clone_url))
+        held = await asyncio.to_thread(repos.Held, path)
+        try:
+            repo = pygit2.Repository(str(path))
+            max_line = self.judge.max_plain_blob * 4 // 3 + 64 * 1024
+            plan = await read_ndjson(split_lines(body, self.max_body, max_line), repo)
+            return await asyncio.shield(self._apply(identity, model, branch, plan, clone_url))
+        except Exception:
+            # Deleted (by any process) while the commit was read, built or judged: whatever that
+            # looked like (libgit2's "not found", the judge missing LFS links the delete took),
+            # the answer is the missing model's 404, as at every other door (repos.Held).
+            await asyncio.to_thread(held.check)
+            raise
 
     async def _apply(self, identity: Identity, model: Model, branch: str, plan: CommitPlan, clone_url: str) -> str:
+        """A commit without ``parentCommit`` goes on top of whatever the branch holds when it lands,
+        as on the Hub: when another commit (from any worker or replica) moved the branch between
+        the build and the compare-and-swap, it is built and judged again on the new tip. With a
+        ``parentCommit`` the caller asked for exactly that parent, so a moved branch is the Hub's
+        412."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                return await self._attempt(identity, model, branch, plan, clone_url)
+            except _BranchMoved as moved:
+                if plan.parent:
+                    raise PreconditionFailed("A commit has happened since the commit was built; the branch is no "
+                                             f"longer at {plan.parent}. Please refresh and try again.") from None
+                if attempt == COMMIT_ATTEMPTS:
+                    raise Conflict(f"the branch kept moving while the commit was built ({attempt} attempts); "
+                                   f"try again ({moved})") from None
+                await asyncio.sleep(random.uniform(0, 0.02 * attempt))  # out of lockstep with the other writers
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, identity: Identity, model: Model, branch: str, plan: CommitPlan, clone_url: str) -> str:
         path = self.models.path(model)
         ref = f"refs/heads/{branch}"
         tip, tree_id, gitattributes = await asyncio.to_thread(self._current, path, ref)
@@ -280,4 +316,4 @@ class HubCommits:
             env=self.git.environment(None, None))
         _, err = await proc.communicate()
         if proc.returncode != 0:
-            raise Conflict(f"the branch moved while the commit was built; try again ({err.decode()[:200].strip()})")
+            raise _BranchMoved(err.decode(errors="replace")[:200].strip())

@@ -114,6 +114,15 @@ class Hub:
             raise EntryNotFound(f"Entry not found: {path} does not exist at {r.commit}", r.commit)
         return r, entry
 
+    async def commits(self, identity: Identity, ns: str, name: str, rev: str, offset: int,
+                      limit: int) -> tuple[list[dict], bool]:
+        """A page of ``list_repo_commits``: the history reachable from ``rev``, newest first, in
+        the Hub's shape (title is the first line, message the rest), and whether more follows."""
+        r = await self.resolve(identity, ns, name, rev)
+        found, more = await self.models.read(r.model, hub_repo.history, r.commit, offset, limit)
+        return [{"id": c.id, "title": c.title, "message": c.message.partition("\n")[2].strip(),
+                 "authors": [{"user": c.author, "avatar": None}], "date": iso_z(c.time)} for c in found], more
+
     async def refs_json(self, identity: Identity, ns: str, name: str) -> dict:
         listing = await self.models.refs(identity, ns, name)
         return {

@@ -29,9 +29,10 @@ class RefChanges:
         held = await asyncio.to_thread(repos.Held, path)
         try:
             verdict = await self.judge.check(path, model, identity, [update], default_branch=default_branch)
-        except Exception:
-            await asyncio.to_thread(held.check)  # git failed because the model was deleted meanwhile: 404
-            raise
+        finally:
+            # A delete meanwhile makes git fail, or makes the facts look wrong (the delete took the
+            # model's LFS links with it: "object missing", a 422): either way the answer is its 404.
+            await asyncio.to_thread(held.check)
         if not verdict.ok:
             raise PushRefused(verdict.problems)
 

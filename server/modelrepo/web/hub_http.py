@@ -21,6 +21,7 @@ from modelrepo.web.middlewares import identity_of
 from modelrepo.web.routing import ErrorShape, add_route, base_url, clone_url
 
 PAGE = 1000
+COMMITS_PAGE = 50  # the Hub's own page of commits
 # The Hub's own default page size and our cap; cursor offsets stay within a SQLite integer.
 MAX_CURSOR = 10**12
 
@@ -91,6 +92,16 @@ async def tree(request: web.Request) -> web.Response:
     page = entries[offset:offset + PAGE]
     headers = _page_link(request, offset + PAGE) if offset + PAGE < len(entries) else None
     return _json([e.tree_json() for e in page], headers=headers)
+
+
+async def commits(request: web.Request) -> web.Response:
+    """``list_repo_commits``: pages of COMMITS_PAGE, the next one named by a Link header as the
+    client's paginator expects."""
+    ns, name = _repo(request)
+    offset = _cursor(request)
+    found, more = await request.app[HUB].commits(identity_of(request), ns, name, request.match_info["rev"],
+                                                 offset, COMMITS_PAGE)
+    return _json(found, headers=_page_link(request, offset + COMMITS_PAGE) if more else None)
 
 
 async def refs(request: web.Request) -> web.Response:
@@ -243,6 +254,7 @@ def add_routes(app: web.Application) -> None:
         ("GET", m + "/tree/{rev}", tree),
         ("GET", m + "/tree/{rev}/{path:.+}", tree),
         ("GET", m + "/refs", refs),
+        ("GET", m + "/commits/{rev}", commits),
         ("PUT", m + "/settings", settings),
         ("POST", m + "/preupload/{rev}", preupload),
         ("POST", m + "/commit/{rev}", commit),
