@@ -64,7 +64,7 @@ def upload(d, tmp, folder, message: str) -> str:
     return hf(d, d.tokens["alice"], f"""
         info = HfApi().upload_folder(repo_id="acme/bert", folder_path={str(folder)!r}, commit_message={message!r})
         print(json.dumps({{"commit": info.oid}}))
-    """, tmp, xet=True)["commit"]
+    """, tmp)["commit"]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_hf_hub_download_with_and_without_xet(hub, uploaded, tmp_path, xet):
         import hashlib
         p = hf_hub_download("acme/bert", "model.safetensors")
         print(json.dumps({"sha": hashlib.sha256(open(p, "rb").read()).hexdigest()}))
-    """, tmp_path, xet=xet)
+    """, tmp_path, without_xet=not xet)
     assert out["sha"] == hashlib.sha256(uploaded["v2"]).hexdigest()
     # With hf_xet the client rebuilt the file from xorb ranges; without it, it read /resolve.
     assert (d.log().count("/xet/v1/reconstructions/") > reconstructions) == xet
