@@ -66,4 +66,8 @@ if [ "$mode" = serve ]; then extras=""; else extras="[test]"; fi
 if [ "$mode" = serve ]; then
   exec .venv/bin/modelrepo serve "$@"
 fi
-exec .venv/bin/python -m pytest "$@"
+# One pytest worker per core (at most 4), each taking whole files, so a module's daemon serves all
+# of its tests; most tests wait on git, daemons and servers, so two workers on two cores halve the
+# run. MODELREPO_TEST_WORKERS=0 runs in this process (pdb, -s); any -n given here wins.
+workers="${MODELREPO_TEST_WORKERS:-auto}"
+exec .venv/bin/python -m pytest -n "$workers" --maxprocesses 4 --dist loadfile "$@"

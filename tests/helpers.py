@@ -34,7 +34,13 @@ def _unassigned_ports() -> range:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
-    return range(20000, low) if low > 21000 else range(low - 1000, low)
+    ports = range(20000, low) if low > 21000 else range(low - 1000, low)
+    # Under pytest-xdist each worker draws from its own share: two workers never pick one port in
+    # the moment between its check here and its server's bind.
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
+        return ports[int(worker[2:])::int(count)]
+    return ports
 
 
 def free_port() -> int:

@@ -28,7 +28,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -129,17 +128,16 @@ def find_weed() -> str:
 
 
 def _free_ports(n: int) -> list[int]:
-    # hold all sockets open at once so we get n distinct ports
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((_HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n distinct ports, from the suite's own range (not bind(0)'s ephemeral one, which outgoing
+    connections also take; and a share of its own under pytest-xdist): helpers.free_port."""
+    from .helpers import free_port
+
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _tail(path: Path, n: int = 40) -> str:
