@@ -232,8 +232,12 @@ class Lfs:
             # checking under ours that the bytes are still stored means we never link an object gc removed.
             if await self.store.stat(oid) != size:
                 raise StorageUnavailable("the object was removed while it was being uploaded; upload it again")
-            ns_id = (await conn.execute(sa.select(models_table.c.namespace_id)
-                                        .where(models_table.c.id == model_id))).scalar_one()
+            # Shared row lock: a delete (which locks the row for update) waits for this link, or
+            # has already removed the model, whose upload is then the missing model's 404.
+            ns_id = (await conn.execute(sa.select(models_table.c.namespace_id).where(models_table.c.id == model_id)
+                                        .with_for_update(read=True))).scalar_one_or_none()
+            if ns_id is None:
+                raise model_not_found()
             limits = await accounts.lock_quota(conn, ns_id)
             quota = limits.quota_bytes if limits else None
             if quota is not None:

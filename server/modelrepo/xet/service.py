@@ -39,6 +39,7 @@ from modelrepo.errors import (
     StorageUnavailable,
     TooLarge,
     Unauthenticated,
+    model_not_found,
 )
 from modelrepo.lfs.action_tokens import ActionClaim, ActionSigner
 from modelrepo.lfs.service import Lfs
@@ -110,7 +111,9 @@ class Xet:
             raise Forbidden("this Xet token is read-only; uploads need a token from xet-write-token")
         model = await self._model_by_key(claim.model_key)
         if model is None:
-            raise Unauthenticated("the repository this Xet token was issued for no longer exists")
+            # Deleted (or deleted and made again) since the token was issued: the token's own model
+            # is missing, and it gets the missing model's 404, as an LFS action token does.
+            raise model_not_found()
         return model
 
     async def _model_by_key(self, key: str) -> Model | None:
@@ -153,6 +156,11 @@ class Xet:
         eligible = [c.hash for c in table.chunks if hashes.dedup_eligible(c.hash)] + [table.chunks[0].hash]
         now = time.time()
         async with self.catalog.tx(exclusive=False) as conn:  # inserts ON CONFLICT (see Catalog.tx)
+            # Shared row lock, as Lfs.record takes: a delete racing the upload waits for it or
+            # has won, and then the upload is the missing model's 404 (not a foreign-key 500).
+            if (await conn.execute(sa.select(models_table.c.id).where(models_table.c.id == model.id)
+                                   .with_for_update(read=True))).first() is None:
+                raise model_not_found()
             # gc deletes unreferenced xorbs under its exclusive lock: recheck that the bytes are still there.
             if await self.store.stat(oid) is None:
                 raise StorageUnavailable("the xorb was removed while it was being uploaded; upload it again")
@@ -250,6 +258,11 @@ class Xet:
         now = time.time()
         xorbs = {t.xorb for t in terms}
         async with self.catalog.tx(exclusive=False) as conn:  # inserts ON CONFLICT (see Catalog.tx)
+            # Shared row lock, as Lfs.record takes: a delete racing the registration waits for it or
+            # has won, and then the upload is the missing model's 404 (not a foreign-key 500).
+            if (await conn.execute(sa.select(models_table.c.id).where(models_table.c.id == model.id)
+                                   .with_for_update(read=True))).first() is None:
+                raise model_not_found()
             # gc deletes unreferenced xorbs under its exclusive lock: recheck that every one is still there.
             present = (await conn.execute(sa.select(sa.func.count()).select_from(xet_xorbs)
                                           .where(xet_xorbs.c.hash.in_(xorbs)))).scalar_one()
