@@ -26,7 +26,7 @@ import pytest
 
 from modelrepo.xet.hashes import to_hex
 
-from ..helpers import Git, http, short_tmpdir
+from ..helpers import Git, http, short_tmpdir, wait_until
 from ..xet_build import serialize_xorb, upload_shard
 from .test_workers import log_lines, start_workers
 
@@ -184,6 +184,7 @@ def race_round(d, reads: list, seen: Counter, bad: list, said_404: dict) -> None
     they stop once each has seen the model gone at every door."""
     stop = threading.Event()
     missing: dict[str, str] = {}
+    answered: set[str] = set()
     said_404.clear()
 
     def reader(first: int) -> None:
@@ -196,6 +197,8 @@ def race_round(d, reads: list, seen: Counter, bad: list, said_404: dict) -> None
                 except Exception as exc:  # noqa: BLE001 - a broken answer is a finding, not a crash of the test
                     status, said = f"{type(exc).__name__}: {exc}", None
                 seen[(door, status)] += 1
+                if isinstance(status, int) and 200 <= status < 300:
+                    answered.add(door)
                 if status == 404:
                     gone.add(door)
                     said_404[door].add(said)
@@ -206,7 +209,10 @@ def race_round(d, reads: list, seen: Counter, bad: list, said_404: dict) -> None
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(len(reads))]
     for t in threads:
         t.start()
-    time.sleep(random.uniform(0.2, 0.8))
+    # Every door answered once (some take several requests), then the delete at a random moment.
+    wait_until(lambda: len(answered) == len(reads), "every door answering before the delete",
+               detail=lambda: sorted({door for door, _ in reads} - answered))
+    time.sleep(random.uniform(0, 0.5))
     r = d.api("DELETE", f"/api/v1/models/{REPO}")
     assert r.status == 204, r.body
     time.sleep(2)

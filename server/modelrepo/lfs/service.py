@@ -270,10 +270,11 @@ class Lfs:
             await self.store.put(oid, size, chunks)
         await self.record(model_id, oid, size)
 
-    async def verify(self, model_id: int, oid: str, size: int, nonce: str = "") -> None:
+    async def verify(self, model: Model, oid: str, size: int, nonce: str = "") -> None:
         """The client's post-upload check. In S3 direct mode this is where the object the client put
         into its staging key is checked, moved into place and linked."""
         check_oid(oid)
+        model_id = model.id
         stored = await self.linked_size(model_id, oid)
         if stored is None and self.presigner is not None and nonce:
             known = await self.known_size(oid)
@@ -283,6 +284,8 @@ class Lfs:
             await self.record(model_id, oid, size)
             return
         if stored is None:
+            if not await self.models.exists(model.key):
+                raise model_not_found()  # deleted since the upload: its links went with it
             raise NotFound("object not found in this repository")
         if stored != size:
             raise IntegrityError(f"size {size} does not match the stored object ({stored})")

@@ -183,7 +183,7 @@ async def verify(request: web.Request) -> web.Response:
     model, claim = await _transfer_model(request, "verify", oid)
     if claim is not None and claim.size != size:
         raise Unauthenticated("this action token is not valid for this object")
-    await request.app[LFS].verify(model.id, oid, size, claim.nonce if claim else "")
+    await request.app[LFS].verify(model, oid, size, claim.nonce if claim else "")
     return lfs_json(request, {"oid": oid, "size": size})
 
 
