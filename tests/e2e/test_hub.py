@@ -232,6 +232,36 @@ def test_concurrent_commits_without_a_parent_all_land_and_with_a_stale_parent_ge
     assert out["stale"] == 412
 
 
+def test_list_repo_commits_pages_through_the_whole_history(hub, tmp_path):
+    """More commits than one page (50): the client follows the Link header to the end, newest
+    first, exactly git's history; a title and body are split as on the Hub; a private model's
+    history is missing for another tenant."""
+    from ..helpers import Git
+
+    d = hub
+    d.ok("POST", "/api/v1/models", body={"namespace": "acme", "name": "long"})
+    git = Git(tmp_path / "home")
+    work = git.new_repo(tmp_path / "w", {"README.md": CARD}, "first")
+    for i in range(119):
+        git.run("commit", "-q", "--allow-empty", "-m", f"step {i}\n\nwhy {i}", cwd=work)
+    git.run("push", "-q", d.git_url("acme/long.git", "alice"), "main", cwd=work)
+    history = git.out("rev-list", "main", cwd=work).split()
+    out = hf(d, d.tokens["alice"], """
+        commits = list_repo_commits("acme/long")
+        print(json.dumps({"ids": [c.commit_id for c in commits], "top": [commits[0].title, commits[0].message],
+                          "authors": commits[0].authors, "date": commits[0].created_at.isoformat()}))""", tmp_path)
+    assert len(history) == 120 and out["ids"] == history
+    assert out["top"] == ["step 118", "why 118"] and out["authors"] == ["Tester"]
+    assert out["date"].endswith("+00:00")
+    eve = hf(d, d.tokens["eve"], """
+        try:
+            list_repo_commits("acme/long")
+            print(json.dumps("no error"))
+        except RepositoryNotFoundError:
+            print(json.dumps("missing"))""", tmp_path)
+    assert eve == "missing"
+
+
 def test_commit_is_judged_like_a_push(hub, tmp_path):
     d = hub
     out = hf(d, d.tokens["alice"], """

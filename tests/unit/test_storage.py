@@ -403,3 +403,33 @@ def test_parse_range_not_satisfiable(header, size):
     with pytest.raises(RangeNotSatisfiable) as err:
         parse_range(header, size)
     assert err.value.status == 416
+
+
+async def test_a_put_cancelled_while_its_temp_file_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """The client goes away in the moment the local store makes its temp file (in a thread, which
+    cannot be cancelled): the file the thread then makes must not stay behind, held open and locked
+    where no sweep can take it (the CI run's test_abort_cleans_up[local-cancel] once saw one)."""
+    import threading
+
+    from modelrepo.storage import local
+
+    real, started, made = local._create_held, threading.Event(), threading.Event()
+
+    def slow_disk(*args):
+        started.set()
+        time.sleep(0.3)
+        try:
+            return real(*args)
+        finally:
+            made.set()
+
+    monkeypatch.setattr(local, "_create_held", slow_disk)
+    backend = local.LocalBackend(tmp_path)
+    begin = asyncio.create_task(backend.begin("ab" * 32, 10))
+    assert await asyncio.to_thread(started.wait, 10)
+    begin.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await begin
+    assert await asyncio.to_thread(made.wait, 10)
+    await asyncio.sleep(0.05)  # a cleanup scheduled rather than done would still be pending here
+    assert list((tmp_path / "tmp").iterdir()) == []

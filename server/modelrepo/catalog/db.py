@@ -254,6 +254,8 @@ class Catalog:
         self.url = url or engine.url.render_as_string(hide_password=False)
         self.dialect = engine.dialect.name  # "sqlite" | "postgresql"
         self.lock_timeout = lock_timeout
+        self._writer: asyncio.Lock | None = None
+        self._writer_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def open(cls, target: Path | str, *, pool_size: int = 5, max_overflow: int = 10,
@@ -297,9 +299,51 @@ class Catalog:
         - Xet xorb and file registration (``Xet``): inserts ``ON CONFLICT DO NOTHING``, rows
           written in sorted order so that two uploads sharing chunks cannot deadlock.
         """
+        async with self._one_sqlite_writer() as waited:
+            async with self._transaction(exclusive, waited) as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _one_sqlite_writer(self) -> AsyncIterator[float]:
+        """SQLite: this process's write transactions queue here, first come first served, and
+        only the head of the queue waits in SQLite's busy handler. That handler polls, backing off
+        to 100 ms: with every writer of a busy process polling, a writer of another process (a
+        delete served by the second worker) could lose every poll for longer than the lock bound
+        and get 503 while the catalog was never stuck (CI's test_delete_races). One poller per
+        process makes the processes take turns. Bounded by ``lock_timeout`` like the lock itself."""
+        if self.dialect != "sqlite":
+            yield 0.0
+            return
+        loop = asyncio.get_running_loop()
+        if self._writer_loop is not loop:  # an asyncio.Lock belongs to one loop (the CLI runs several)
+            self._writer, self._writer_loop = asyncio.Lock(), loop
+        writer = self._writer
+        started = loop.time()
+        try:
+            await asyncio.wait_for(writer.acquire(), self.lock_timeout)
+        except TimeoutError:
+            log.warning("catalog_busy", lock_timeout=self.lock_timeout, error="queued behind this process's writers")
+            raise CatalogBusy(f"the catalog is busy: another transaction has held a lock for more than "
+                              f"{self.lock_timeout:g} s; nothing was changed, try again shortly",
+                              BUSY_RETRY_AFTER) from None
+        try:
+            yield loop.time() - started
+        finally:
+            writer.release()
+
+    @asynccontextmanager
+    async def _transaction(self, exclusive: bool, waited: float = 0.0) -> AsyncIterator[AsyncConnection]:
         async with self.engine.connect() as conn:
             try:
-                if self.dialect == "sqlite":
+                if self.dialect == "sqlite" and waited > 0.05:
+                    # What is left of the bound after the queue: the whole wait stays within it.
+                    left = max(1, int((self.lock_timeout - waited) * 1000))
+                    await conn.exec_driver_sql(f"PRAGMA busy_timeout = {left}")
+                    try:
+                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    finally:
+                        await conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+                elif self.dialect == "sqlite":
                     await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 else:
                     lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"

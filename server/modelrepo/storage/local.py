@@ -129,7 +129,16 @@ class LocalBackend:
         return str(self.path(oid))
 
     async def begin(self, oid: str, size: int) -> LocalWrite:
-        fd, path = await asyncio.to_thread(_create_held, self.tmp, f"{oid[:16]}.")
+        made = asyncio.get_running_loop().run_in_executor(None, _create_held, self.tmp, f"{oid[:16]}.")
+        try:
+            fd, path = await asyncio.shield(made)
+        except asyncio.CancelledError:
+            # Cancelled (the client went away) while the thread made the file: it goes on and
+            # makes it, held, and nobody else would ever remove it. Wait for it, then undo it.
+            with contextlib.suppress(Exception):
+                fd, path = await made
+                await asyncio.to_thread(LocalWrite(fd, path, self.path(oid))._abort)
+            raise
         return LocalWrite(fd, path, self.path(oid))
 
     async def stat(self, oid: str) -> int | None:
