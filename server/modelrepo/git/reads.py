@@ -179,7 +179,10 @@ def history(path: Path, commit_id: str, offset: int, limit: int) -> tuple[list[C
     """A page of the history reachable from a commit, newest first (git log order), and whether
     there is more after it."""
     repo = pygit2.Repository(str(path))
-    walker = repo.walk(repo[commit_id].peel(pygit2.Commit).id, pygit2.enums.SortMode.TIME)
+    # git log --date-order: newest first, and never a parent before its children. TIME alone
+    # orders commits made within one second (a script, a fast rebase) arbitrarily.
+    walker = repo.walk(repo[commit_id].peel(pygit2.Commit).id,
+                       pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
     out: list[CommitInfo] = []
     for i, commit in enumerate(walker):
         if i < offset:
