@@ -33,7 +33,7 @@ from modelrepo.storage.base import Presigned, Presigner
 from modelrepo.storage.verified import ObjectStore
 from modelrepo.accounts.access import Identity
 from modelrepo.lfs.action_tokens import ActionSigner
-from modelrepo.models.service import Model, Models
+from modelrepo.models.service import Model, Models, hold_for_link
 from modelrepo.push.rules import human
 
 OID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -232,12 +232,7 @@ class Lfs:
             # checking under ours that the bytes are still stored means we never link an object gc removed.
             if await self.store.stat(oid) != size:
                 raise StorageUnavailable("the object was removed while it was being uploaded; upload it again")
-            # Shared row lock: a delete (which locks the row for update) waits for this link, or
-            # has already removed the model, whose upload is then the missing model's 404.
-            ns_id = (await conn.execute(sa.select(models_table.c.namespace_id).where(models_table.c.id == model_id)
-                                        .with_for_update(read=True))).scalar_one_or_none()
-            if ns_id is None:
-                raise model_not_found()
+            ns_id = await hold_for_link(conn, model_id)
             limits = await accounts.lock_quota(conn, ns_id)
             quota = limits.quota_bytes if limits else None
             if quota is not None:

@@ -91,6 +91,18 @@ def _model(row: sa.Row, role: str | None = None) -> Model:
                  head_commit=row.head_commit)
 
 
+async def hold_for_link(conn, model_id: int) -> int:
+    """Inside a transaction that links uploaded bytes to a model: a shared lock on the model's row
+    (FOR SHARE on PostgreSQL; SQLite's writer lock holds everything), so a delete, which locks the
+    row for update, waits for the link or has already won; then the upload is the missing model's
+    404, not a foreign-key 500. Returns the model's namespace id."""
+    ns_id = (await conn.execute(sa.select(models.c.namespace_id).where(models.c.id == model_id)
+                                .with_for_update(read=True))).scalar_one_or_none()
+    if ns_id is None:
+        raise model_not_found()
+    return ns_id
+
+
 def _check_visibility(value: str) -> str:
     if value not in VISIBILITIES:
         raise InvalidInput(f"invalid visibility {value!r}: expected one of {', '.join(VISIBILITIES)}")

@@ -43,7 +43,7 @@ from modelrepo.errors import (
 )
 from modelrepo.lfs.action_tokens import ActionClaim, ActionSigner
 from modelrepo.lfs.service import Lfs
-from modelrepo.models.service import Model, Models
+from modelrepo.models.service import Model, Models, hold_for_link
 from modelrepo.push.rules import human
 from modelrepo.xet import hashes, shard, xorb
 from modelrepo.xet.files import Files, Term, pack_terms, unpack_terms
@@ -156,11 +156,7 @@ class Xet:
         eligible = [c.hash for c in table.chunks if hashes.dedup_eligible(c.hash)] + [table.chunks[0].hash]
         now = time.time()
         async with self.catalog.tx(exclusive=False) as conn:  # inserts ON CONFLICT (see Catalog.tx)
-            # Shared row lock, as Lfs.record takes: a delete racing the upload waits for it or
-            # has won, and then the upload is the missing model's 404 (not a foreign-key 500).
-            if (await conn.execute(sa.select(models_table.c.id).where(models_table.c.id == model.id)
-                                   .with_for_update(read=True))).first() is None:
-                raise model_not_found()
+            await hold_for_link(conn, model.id)  # a delete racing the upload: its 404
             # gc deletes unreferenced xorbs under its exclusive lock: recheck that the bytes are still there.
             if await self.store.stat(oid) is None:
                 raise StorageUnavailable("the xorb was removed while it was being uploaded; upload it again")
@@ -258,11 +254,7 @@ class Xet:
         now = time.time()
         xorbs = {t.xorb for t in terms}
         async with self.catalog.tx(exclusive=False) as conn:  # inserts ON CONFLICT (see Catalog.tx)
-            # Shared row lock, as Lfs.record takes: a delete racing the registration waits for it or
-            # has won, and then the upload is the missing model's 404 (not a foreign-key 500).
-            if (await conn.execute(sa.select(models_table.c.id).where(models_table.c.id == model.id)
-                                   .with_for_update(read=True))).first() is None:
-                raise model_not_found()
+            await hold_for_link(conn, model.id)  # a delete racing the registration: its 404
             # gc deletes unreferenced xorbs under its exclusive lock: recheck that every one is still there.
             present = (await conn.execute(sa.select(sa.func.count()).select_from(xet_xorbs)
                                           .where(xet_xorbs.c.hash.in_(xorbs)))).scalar_one()
